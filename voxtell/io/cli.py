@@ -1,0 +1,65 @@
+"""``voxtell convert`` and ``voxtell rtstruct``: thin wrappers around the Python API."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+log = logging.getLogger(__name__)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "convert",
+        help="DICOM study folder -> image.nii.gz + series.json",
+        description="Choose one image series in a DICOM study and convert it with dcm2niix. "
+        "Always writes OUT_DIR/status.json; exit code 1 on a bad study.",
+    )
+    p.add_argument("study_dir", metavar="STUDY_DIR", help="folder with the study's DICOM files (searched recursively)")
+    p.add_argument("-o", "--out", required=True, metavar="OUT_DIR", help="output folder")
+    p.add_argument(
+        "--modality", nargs="+", default=["CT", "MR", "PT"], metavar="MOD",
+        help="allowed modalities, most preferred first (default: CT MR PT)",
+    )
+    p.add_argument("--min-slices", type=int, default=10, help="fewer slices = not a volume (default 10)")
+    p.add_argument("--suv", action="store_true", help="PET: write body-weight SUV instead of Bq/ml")
+    p.set_defaults(func=_convert)
+
+    r = subparsers.add_parser(
+        "rtstruct",
+        help="rasterise an RTSTRUCT onto a converted image",
+        description="Write one uint8 NIfTI per ROI (named by a slug of the ROI name) and rois.json.",
+    )
+    r.add_argument("rtstruct", metavar="RS.dcm", help="RTSTRUCT file")
+    r.add_argument("--image", required=True, help="converted image (OUT_DIR/image.nii.gz)")
+    r.add_argument("-o", "--out", required=True, metavar="ROI_DIR", help="output folder for the ROI masks")
+    r.add_argument(
+        "--no-reference-check", action="store_true",
+        help="draw even if the RTSTRUCT refers to another series than the image",
+    )
+    r.set_defaults(func=_rtstruct)
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from voxtell.errors import ConfigError
+    from voxtell.io.convert import convert_study
+    from voxtell.io.selection import SelectionPolicy
+
+    try:
+        policy = SelectionPolicy(modalities=tuple(args.modality), min_slices=args.min_slices)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    result = convert_study(args.study_dir, args.out, policy=policy, pet_suv=args.suv)
+    print(f"{result.image_path}\t{result.modality}\t{'x'.join(map(str, result.shape))}\t{result.orientation}")
+    for warning in result.warnings:
+        log.warning("%s", warning)
+    return 0
+
+
+def _rtstruct(args: argparse.Namespace) -> int:
+    from voxtell.io.rtstruct import rasterise_rtstruct
+
+    masks = rasterise_rtstruct(args.rtstruct, args.image, args.out, check_reference=not args.no_reference_check)
+    for m in masks:
+        print(f"{m.file}\t{m.name}\t{m.voxel_count}\t{m.volume_ml} ml")
+    return 0

@@ -1,0 +1,257 @@
+"""Rasterise RTSTRUCT contours onto a converted image grid.
+
+Clinical contours (GTV, organs at risk) are closed planar polygons in patient LPS
+millimetres. They are mapped through the inverse NIfTI affine (which is RAS, so x and y
+change sign first) into voxel coordinates of ``image.nii.gz``, and every voxel whose
+centre lies inside is set. All contours of one ROI on one slice are filled together by
+the even-odd rule, so a contour inside another is a hole, as DICOM specifies.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from voxtell.io.atomic import write_json_atomic
+from voxtell.io.errors import RTStructError
+from voxtell.io.nifti import load_nifti, save_nifti_atomic
+
+log = logging.getLogger(__name__)
+
+_LPS_TO_RAS = np.array([-1.0, -1.0, 1.0])
+PLANE_TOLERANCE_VOX = 0.25  # how far (in voxels) a contour may sit off a slice centre
+
+
+@dataclass(frozen=True)
+class Contour:
+    """One contour of an ROI: points in LPS mm and its DICOM geometric type."""
+
+    points_lps: np.ndarray
+    geometric_type: str
+
+
+@dataclass
+class Roi:
+    """One ROI of a structure set."""
+
+    number: int
+    name: str
+    contours: list[Contour] = field(default_factory=list)
+
+
+@dataclass
+class StructureSet:
+    """The parts of an RTSTRUCT that rasterisation needs."""
+
+    rois: list[Roi]
+    frame_of_reference_uids: tuple[str, ...]
+    referenced_series_uids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class RoiMask:
+    """One written ROI mask and what happened while drawing it (rows of rois.json)."""
+
+    number: int
+    name: str
+    file: str
+    voxel_count: int
+    volume_ml: float
+    n_contours: int
+    warnings: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["warnings"] = list(self.warnings)
+        return data
+
+
+def read_rtstruct(path: str | os.PathLike) -> StructureSet:
+    """Read ROI names and contours; ``RTStructError`` if the file is not a usable RTSTRUCT."""
+    import pydicom
+
+    p = Path(path)
+    try:
+        ds = pydicom.dcmread(p)
+    except Exception as exc:
+        raise RTStructError(f"cannot read RTSTRUCT {p.name}: {exc}; check the path or re-export it") from exc
+    if str(ds.get("Modality", "")).upper() != "RTSTRUCT":
+        raise RTStructError(f"{p.name} is a {ds.get('Modality', 'non-RT')} object, not an RTSTRUCT")
+    names = {int(r.ROINumber): str(r.get("ROIName", f"roi_{r.ROINumber}")) for r in ds.get("StructureSetROISequence", [])}
+    rois: dict[int, Roi] = {num: Roi(num, name) for num, name in names.items()}
+    for rc in ds.get("ROIContourSequence", []):
+        num = int(rc.ReferencedROINumber)
+        roi = rois.setdefault(num, Roi(num, f"roi_{num}"))
+        for item in rc.get("ContourSequence", []):
+            data = np.asarray([float(v) for v in item.get("ContourData", [])], dtype=float)
+            if data.size % 3:
+                raise RTStructError(f"ROI '{roi.name}' has a contour with {data.size} coordinates (not x,y,z triples)")
+            roi.contours.append(Contour(data.reshape(-1, 3), str(item.get("ContourGeometricType", "CLOSED_PLANAR"))))
+    frames, series = [], []
+    for fr in ds.get("ReferencedFrameOfReferenceSequence", []):
+        frames.append(str(fr.get("FrameOfReferenceUID", "")))
+        for st in fr.get("RTReferencedStudySequence", []):
+            for se in st.get("RTReferencedSeriesSequence", []):
+                series.append(str(se.get("SeriesInstanceUID", "")))
+    if not rois:
+        raise RTStructError(f"RTSTRUCT {p.name} defines no ROIs")
+    return StructureSet(list(rois.values()), tuple(f for f in frames if f), tuple(s for s in series if s))
+
+
+def slugify(name: str) -> str:
+    """File-system-safe lower-case slug of an ROI name ('GTV 1+2' -> 'gtv_1_2')."""
+    slug = re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+    return slug[:64]
+
+
+def rasterise_contours(
+    contours_lps: Iterable[np.ndarray], affine: np.ndarray, shape: Sequence[int]
+) -> tuple[np.ndarray, list[str]]:
+    """Fill closed planar contours (LPS mm) on the grid (``affine`` RAS, ``shape``); even-odd rule.
+
+    Returns the boolean mask and warnings about contours that are off the grid or not in
+    an image plane (those are skipped, never guessed).
+    """
+    shape3 = tuple(int(s) for s in shape[:3])
+    inv = np.linalg.inv(np.asarray(affine, dtype=float))
+    mask = np.zeros(shape3, dtype=bool)
+    warnings: list[str] = []
+    by_plane: dict[tuple[int, int], list[np.ndarray]] = defaultdict(list)
+    for n, pts in enumerate(contours_lps):
+        pts = np.asarray(pts, dtype=float).reshape(-1, 3)
+        if len(pts) < 3:
+            warnings.append(f"contour {n}: {len(pts)} point(s), not a polygon; skipped")
+            continue
+        ras = pts * _LPS_TO_RAS
+        vox = (inv[:3, :3] @ ras.T).T + inv[:3, 3]
+        spread = np.ptp(vox, axis=0)
+        axis = int(np.argmin(spread))
+        if spread[axis] > 2 * PLANE_TOLERANCE_VOX:
+            warnings.append(f"contour {n} is not parallel to an image plane (spread {spread[axis]:.2f} voxels); skipped")
+            continue
+        level = float(np.mean(vox[:, axis]))
+        k = int(np.round(level))
+        if abs(level - k) > PLANE_TOLERANCE_VOX:
+            warnings.append(f"contour {n} lies {abs(level - k):.2f} voxels off the nearest slice; drawn on slice {k}")
+        if not 0 <= k < shape3[axis]:
+            warnings.append(f"contour {n} lies outside the image (slice {k} on axis {axis}); skipped")
+            continue
+        in_plane = [a for a in range(3) if a != axis]
+        by_plane[(axis, k)].append(vox[:, in_plane])
+    for (axis, k), polys in by_plane.items():
+        in_plane = [a for a in range(3) if a != axis]
+        plane = _fill_even_odd(polys, (shape3[in_plane[0]], shape3[in_plane[1]]))
+        index: list[Any] = [slice(None)] * 3
+        index[axis] = k
+        mask[tuple(index)] ^= plane
+    return mask, warnings
+
+
+def _fill_even_odd(polygons: list[np.ndarray], shape: tuple[int, int]) -> np.ndarray:
+    """Scanline fill: a voxel centre (u, v) is inside when a ray crosses the edges an odd number of times."""
+    edges = []
+    for poly in polygons:
+        nxt = np.roll(poly, -1, axis=0)
+        edges.append(np.concatenate([poly, nxt], axis=1))  # u0, v0, u1, v1
+    e = np.concatenate(edges, axis=0)
+    e = e[e[:, 1] != e[:, 3]]  # edges parallel to the scanline never cross it
+    out = np.zeros(shape, dtype=bool)
+    if not len(e):
+        return out
+    nu, nv = shape
+    v_lo = max(int(np.ceil(min(e[:, 1].min(), e[:, 3].min()))), 0)
+    v_hi = min(int(np.floor(max(e[:, 1].max(), e[:, 3].max()))), nv - 1)
+    u_idx = np.arange(nu)
+    for v in range(v_lo, v_hi + 1):
+        # half-open rule: an edge counts when v is in [min(v0, v1), max(v0, v1))
+        crosses = (np.minimum(e[:, 1], e[:, 3]) <= v) & (v < np.maximum(e[:, 1], e[:, 3]))
+        if not crosses.any():
+            continue
+        c = e[crosses]
+        u = c[:, 0] + (v - c[:, 1]) * (c[:, 2] - c[:, 0]) / (c[:, 3] - c[:, 1])
+        u.sort()
+        count = np.searchsorted(u, u_idx, side="right")  # crossings at or left of each centre
+        out[:, v] = (count % 2) == 1
+    return out
+
+
+def rasterise_rtstruct(
+    rtstruct_path: str | os.PathLike,
+    image_path: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    series_json: str | os.PathLike | None = None,
+    check_reference: bool = True,
+) -> list[RoiMask]:
+    """Write one uint8 NIfTI per ROI (named by its slug) on the grid of ``image_path`` + rois.json.
+
+    When the image's ``series.json`` (default: beside the image) names a series UID and
+    the RTSTRUCT references other series, ``RTStructError`` is raised unless
+    ``check_reference`` is False: contours of another scan would land on wrong voxels.
+    """
+    import json
+
+    import nibabel as nib
+
+    structure = read_rtstruct(rtstruct_path)
+    img = load_nifti(image_path)
+    shape = img.shape[:3]
+    affine = img.affine
+    sj = Path(series_json) if series_json else Path(image_path).parent / "series.json"
+    image_series = ""
+    if sj.is_file():
+        image_series = str(json.loads(sj.read_text()).get("series_uid", "") or "")
+    reference = "unchecked"
+    if image_series and structure.referenced_series_uids:
+        reference = "match" if image_series in structure.referenced_series_uids else "mismatch"
+        if reference == "mismatch" and check_reference:
+            raise RTStructError(
+                f"RTSTRUCT {Path(rtstruct_path).name} refers to series {list(structure.referenced_series_uids)}, "
+                f"but the image is series {image_series}; use the RTSTRUCT of this scan (or disable the check)"
+            )
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    voxel_ml = float(abs(np.linalg.det(affine[:3, :3]))) / 1000.0
+    results: list[RoiMask] = []
+    used: set[str] = set()
+    for roi in structure.rois:
+        warnings: list[str] = []
+        closed = [c.points_lps for c in roi.contours if c.geometric_type.upper() == "CLOSED_PLANAR"]
+        skipped = len(roi.contours) - len(closed)
+        if skipped:
+            warnings.append(f"{skipped} non-closed contour(s) (POINT/OPEN_PLANAR) ignored")
+        mask, draw_warnings = rasterise_contours(closed, affine, shape)
+        warnings += draw_warnings
+        if not roi.contours:
+            warnings.append("ROI has no contours; the mask is empty")
+        slug = slugify(roi.name) or f"roi_{roi.number}"
+        if slug in used:
+            slug = f"{slug}_{roi.number}"
+        used.add(slug)
+        name = f"{slug}.nii.gz"
+        mask_img = nib.Nifti1Image(mask.astype(np.uint8), affine)
+        mask_img.header.set_qform(affine, int(img.header["qform_code"]) or 1)
+        mask_img.header.set_sform(affine, int(img.header["sform_code"]) or 1)
+        save_nifti_atomic(mask_img, out / name)
+        count = int(mask.sum())
+        results.append(RoiMask(roi.number, roi.name, name, count, round(count * voxel_ml, 4), len(roi.contours), tuple(warnings)))
+        for w in warnings:
+            log.warning("ROI '%s': %s", roi.name, w)
+    write_json_atomic(
+        out / "rois.json",
+        {
+            "image": Path(image_path).name,
+            "image_series_uid": image_series,
+            "referenced_series_uids": list(structure.referenced_series_uids),
+            "reference_check": reference,
+            "rois": [r.to_json() for r in results],
+        },
+    )
+    return results
