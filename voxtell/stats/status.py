@@ -1,0 +1,108 @@
+"""The status table: one row per (study, stage), ``ok`` or ``failed`` with the error.
+
+Every stage records its outcome with ``status_row`` and ``write_status``; ``aggregate``
+gathers the files into ``cohort/status.parquet``. A bad study is a ``failed`` row with the
+error's class and message, never a stopped cohort. Status files are Parquet (``.parquet``)
+or JSON (``.json``: one object or a list), whichever a stage finds easier to write.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from voxtell.io.atomic import atomic_path, write_json_atomic
+from voxtell.stats.errors import SchemaMismatchError
+from voxtell.stats.schema import STATUS_SCHEMA, STATUS_VALUES
+
+
+def status_row(
+    study_id: str,
+    stage: str,
+    error: BaseException | None = None,
+    *,
+    status: str | None = None,
+    message: str | None = None,
+    error_class: str | None = None,
+    timestamp: datetime | None = None,
+) -> dict[str, Any]:
+    """A status row: ``ok`` without ``error``, ``failed`` with the error's class and message."""
+    if status is None:
+        status = "failed" if (error is not None or error_class) else "ok"
+    if status not in STATUS_VALUES:
+        raise ValueError(f"status must be one of {STATUS_VALUES}, not {status!r}")
+    if error is not None:
+        error_class = error_class or type(error).__name__
+        message = message if message is not None else str(error)
+    ts = timestamp or datetime.now(timezone.utc)
+    if ts.tzinfo is None:
+        ts = ts.replace(tzinfo=timezone.utc)
+    return {
+        "study_id": str(study_id),
+        "stage": str(stage),
+        "status": status,
+        "error_class": error_class,
+        "message": message,
+        "timestamp": ts.astimezone(timezone.utc),
+    }
+
+
+def status_table(rows: Iterable[dict[str, Any]]) -> pa.Table:
+    """Rows (from ``status_row`` or JSON) as a table of ``STATUS_SCHEMA``."""
+    clean = []
+    for row in rows:
+        missing = [k for k in ("study_id", "stage", "status") if not row.get(k)]
+        if missing:
+            raise SchemaMismatchError(f"status row {row!r} lacks {missing}; build rows with status_row()")
+        ts = row.get("timestamp")
+        if isinstance(ts, str):
+            ts = datetime.fromisoformat(ts.replace("Z", "+00:00"))
+        clean.append(status_row(row["study_id"], row["stage"], status=row["status"], message=row.get("message"),
+                                error_class=row.get("error_class"), timestamp=ts))
+    return pa.Table.from_pylist(clean, schema=STATUS_SCHEMA)
+
+
+def write_status(rows: dict[str, Any] | Iterable[dict[str, Any]], path: str | Path) -> Path:
+    """Write status rows atomically: ``.json`` as JSON, anything else as Parquet."""
+    rows = [rows] if isinstance(rows, dict) else list(rows)
+    table = status_table(rows)  # validates JSON output too
+    p = Path(path)
+    if p.suffix.lower() == ".json":
+        records = table.to_pylist()
+        for r in records:
+            r["timestamp"] = r["timestamp"].isoformat()
+        write_json_atomic(p, records)
+    else:
+        with atomic_path(p) as tmp:
+            pq.write_table(table, tmp)
+    return p
+
+
+def read_status(paths: Iterable[str | Path]) -> pa.Table:
+    """Read status files (Parquet, JSON object/list, or JSON lines) into one table."""
+    tables = []
+    for path in paths:
+        p = Path(path)
+        if not p.is_file():
+            raise SchemaMismatchError(f"status file {p} does not exist")
+        if p.suffix.lower() in (".json", ".jsonl"):
+            text = p.read_text(encoding="utf-8").strip()
+            try:
+                data = json.loads(text) if p.suffix.lower() == ".json" else [json.loads(x) for x in text.splitlines() if x.strip()]
+            except json.JSONDecodeError as exc:
+                raise SchemaMismatchError(f"status file {p} is not valid JSON: {exc}") from exc
+            tables.append(status_table([data] if isinstance(data, dict) else data))
+        else:
+            try:
+                t = pq.read_table(p)
+            except (OSError, pa.ArrowInvalid) as exc:
+                raise SchemaMismatchError(f"status file {p} is not readable Parquet: {exc}") from exc
+            tables.append(status_table(t.to_pylist()))
+    if not tables:
+        return STATUS_SCHEMA.empty_table()
+    return pa.concat_tables(tables)

@@ -1,0 +1,247 @@
+"""Statistics of one study: its image, its mask folder, optional findings and references.
+
+The mask folder is what the predictor writes: ``{prompt_id}.nii.gz`` per prompt plus
+``manifest.json`` (study id, model, backend, pipeline version, prompts). The image is
+read once; each mask is checked against the image grid from its header before its data
+are read. Masks are independent, so ``workers > 1`` measures them in threads (reading
+gzip and most numpy/scipy work release the GIL).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from voxtell import __version__
+from voxtell.errors import InputError
+from voxtell.prompts import prompt_id as make_prompt_id
+from voxtell.stats.errors import GridMismatchError, ManifestError, MissingImageError
+from voxtell.stats.measure import mask_statistics
+from voxtell.stats.reference import ReferenceMap, load_reference_map
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StudyStatsConfig:
+    """How to measure a study.
+
+    ``study_id`` overrides the manifest's; ``grid_atol_mm`` is how far two affines may
+    differ (float32 round-off of NIfTI headers) and still count as one grid.
+    """
+
+    study_id: str | None = None
+    workers: int = 1
+    grid_atol_mm: float = 1e-3
+    with_intensity: bool = True
+
+
+@dataclass(frozen=True)
+class StudyStats:
+    """Rows of the statistics table for one study, plus file-level metadata."""
+
+    study_id: str
+    rows: list[dict[str, Any]]
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Volume:
+    """A NIfTI volume read once: its voxel array (original units) and affine."""
+
+    array: np.ndarray
+    affine: np.ndarray
+    path: Path
+
+
+def _open_nifti(path: Path, what: str):
+    import nibabel as nib
+
+    if not path.is_file():
+        raise MissingImageError(f"{what} {path} does not exist; check the path (or rerun the stage that writes it)")
+    try:
+        img = nib.load(str(path))
+    except Exception as exc:  # nibabel raises many types for unreadable files
+        raise MissingImageError(f"{what} {path} cannot be read as NIfTI ({type(exc).__name__}: {exc})") from exc
+    shape = img.shape
+    if len(shape) == 4 and shape[3] == 1:
+        shape = shape[:3]
+    if len(shape) != 3:
+        raise InputError(f"{what} {path} has shape {img.shape}; a 3-D volume is expected")
+    return img, shape
+
+
+def _read(img, shape, path: Path, what: str) -> np.ndarray:
+    try:
+        arr = np.asanyarray(img.dataobj)
+    except Exception as exc:  # truncated gzip, short file
+        raise MissingImageError(f"{what} {path} is truncated or corrupt ({type(exc).__name__}: {exc})") from exc
+    return arr.reshape(shape, order="A") if arr.shape != shape else arr
+
+
+def load_volume(path: str | Path, what: str = "image") -> Volume:
+    """Read a 3-D NIfTI (trailing singleton 4th axis allowed) in its stored units."""
+    p = Path(path)
+    img, shape = _open_nifti(p, what)
+    return Volume(_read(img, shape, p, what), np.asarray(img.affine, dtype=np.float64), p)
+
+
+def load_on_grid(path: str | Path, grid: Volume, what: str, atol_mm: float = 1e-3) -> np.ndarray:
+    """Read a volume that must share ``grid``'s shape and affine (checked before reading data)."""
+    p = Path(path)
+    img, shape = _open_nifti(p, what)
+    if tuple(shape) != tuple(grid.array.shape):
+        raise GridMismatchError(
+            f"{what} {p.name} has shape {tuple(shape)} but the image {grid.path.name} has {grid.array.shape}; "
+            "masks must be written on the image's grid (resample the mask to the image first)"
+        )
+    if not np.allclose(img.affine, grid.affine, rtol=0, atol=atol_mm):
+        raise GridMismatchError(
+            f"{what} {p.name} has a different affine than the image {grid.path.name} "
+            f"(largest difference {np.abs(img.affine - grid.affine).max():.4g} mm); "
+            "masks must be written on the image's grid (resample the mask to the image first)"
+        )
+    return _read(img, shape, p, what)
+
+
+def read_manifest(mask_dir: str | Path) -> dict[str, Any]:
+    """The predictor's manifest.json; without one, every ``*.nii.gz`` is a prompt id."""
+    d = Path(mask_dir)
+    if not d.is_dir():
+        raise MissingImageError(f"mask folder {d} does not exist; run the segment stage for this study first")
+    path = d / "manifest.json"
+    if not path.is_file():
+        files = sorted(f for f in d.glob("*.nii.gz") if not f.name.startswith("."))
+        log.warning("%s has no manifest.json; taking prompt ids from %d file names", d, len(files))
+        return {"prompts": [{"prompt_id": f.name[: -len(".nii.gz")], "file": f.name} for f in files]}
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ManifestError(f"cannot read {path}: {exc}; rerun the segment stage for this study") from exc
+    prompts = manifest.get("prompts") if isinstance(manifest, dict) else None
+    if not isinstance(prompts, list):
+        raise ManifestError(f"{path} has no 'prompts' list; rerun the segment stage for this study")
+    for n, entry in enumerate(prompts):
+        if not isinstance(entry, dict) or not (entry.get("prompt_id") or entry.get("prompt")):
+            raise ManifestError(f"{path}: prompts[{n}] needs 'prompt_id' or 'prompt'")
+    return manifest
+
+
+def load_findings(path: str | Path) -> dict[str, dict[str, Any]]:
+    """Findings JSONL keyed by ``finding_id``."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"findings file {p} does not exist; run the findings stage or drop --findings")
+    out: dict[str, dict[str, Any]] = {}
+    with p.open(encoding="utf-8") as fh:
+        for n, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise InputError(f"{p} line {n} is not JSON ({exc}); regenerate the findings file") from exc
+            if not isinstance(obj, dict) or "finding_id" not in obj:
+                raise InputError(f"{p} line {n} has no 'finding_id'")
+            out[str(obj["finding_id"])] = obj
+    return out
+
+
+def report_diameter(finding: dict[str, Any] | None) -> float | None:
+    """Largest measurement (mm) a finding reports, or None."""
+    if not finding:
+        return None
+    values = [float(v) for v in (finding.get("measurements_mm") or []) if v is not None]
+    return max(values) if values else None
+
+
+def compute_study_stats(
+    image: str | Path,
+    masks: str | Path,
+    *,
+    findings: str | Path | dict[str, dict[str, Any]] | None = None,
+    reference: str | Path | ReferenceMap | None = None,
+    config: StudyStatsConfig = StudyStatsConfig(),
+) -> StudyStats:
+    """Measure every mask of a study; one row per manifest prompt entry.
+
+    Raises ``MissingImageError``, ``GridMismatchError``, ``NonBinaryMaskError``,
+    ``ManifestError`` (all ``InputError``) for bad inputs; an empty mask is a row with
+    ``empty = True``.
+    """
+    manifest = read_manifest(masks)
+    study_id = config.study_id or manifest.get("study_id")
+    if not study_id:
+        raise ManifestError(f"{Path(masks) / 'manifest.json'} names no study_id; pass a study id explicitly")
+    finding_map = load_findings(findings) if isinstance(findings, (str, Path)) else (findings or {})
+    ref_map = load_reference_map(reference) if isinstance(reference, (str, Path)) else reference
+    grid = load_volume(image, "image")
+    model = manifest.get("model") or {}
+
+    entries = []
+    for entry in manifest["prompts"]:
+        pid = entry.get("prompt_id") or make_prompt_id(entry["prompt"])
+        entries.append((pid, entry))
+    unique = list(dict.fromkeys(pid for pid, _ in entries))
+    files = {pid: Path(masks) / (e.get("file") or f"{pid}.nii.gz") for pid, e in reversed(entries)}
+    ref_cache: dict[Path, np.ndarray] = {}
+
+    def measure(pid: str) -> dict[str, Any]:
+        mask = load_on_grid(files[pid], grid, "mask", config.grid_atol_mm)
+        ref = None
+        spec = ref_map.lookup(pid) if ref_map is not None else None
+        if spec is not None:
+            if spec.file not in ref_cache:
+                ref_cache[spec.file] = load_on_grid(spec.file, grid, "reference", config.grid_atol_mm)
+            data = ref_cache[spec.file]
+            ref = (data == spec.label) if spec.label is not None else data
+        image_arr = grid.array if config.with_intensity else None
+        return mask_statistics(mask, grid.affine, image=image_arr, reference=ref, name=f"mask {files[pid].name}").as_dict()
+
+    if config.workers > 1 and len(unique) > 1:
+        with ThreadPoolExecutor(max_workers=config.workers) as pool:
+            results = dict(zip(unique, pool.map(measure, unique)))
+    else:
+        results = {pid: measure(pid) for pid in unique}
+
+    rows = []
+    for pid, entry in entries:
+        stats = results[pid]
+        finding_id = entry.get("finding_id")
+        rep = report_diameter(finding_map.get(str(finding_id))) if finding_id is not None else None
+        longest = stats["longest_axial_diameter_mm"]
+        rows.append(
+            {
+                "study_id": str(study_id),
+                "prompt_id": pid,
+                "prompt": entry.get("prompt"),
+                "source": entry.get("source"),
+                "finding_id": None if finding_id is None else str(finding_id),
+                "model_id": model.get("model_id"),
+                "model_sha256": model.get("sha256"),
+                "backend": manifest.get("backend"),
+                "pipeline_version": manifest.get("pipeline_version"),
+                **stats,
+                "report_diameter_mm": rep,
+                "diameter_ratio": (longest / rep) if (rep and longest is not None) else None,
+            }
+        )
+    metadata = {
+        "study_id": str(study_id),
+        "pipeline_version": str(manifest.get("pipeline_version") or ""),
+        "model_id": str(model.get("model_id") or ""),
+        "model_sha256": str(model.get("sha256") or ""),
+        "text_encoder": str(model.get("text_encoder") or ""),
+        "backend": str(manifest.get("backend") or ""),
+        "stats_version": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    log.info("study %s: %d prompts measured", study_id, len(rows))
+    return StudyStats(str(study_id), rows, metadata)
