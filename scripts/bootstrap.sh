@@ -17,4 +17,8 @@ else
     .venv/bin/python -m pip install --quiet -c constraints-cpu.txt torch==2.13.0
     .venv/bin/python -m pip install --quiet -c constraints-cpu.txt -e ".[dev]"
 fi
+# scispaCy 0.5.5 (the release that accepts numpy 2, which the SLURM executor plugin needs)
+# declares spacy<3.8, but spaCy 3.7's thinc does not import under numpy 2; its tokenizer,
+# sentence splitter and abbreviation detector work with spaCy 3.8, so take that.
+.venv/bin/python -m pip install --quiet -c constraints-cpu.txt "spacy>=3.8,<3.9"
 .venv/bin/voxtell --version

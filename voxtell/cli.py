@@ -25,7 +25,8 @@ COMMAND_MODULES = (
     "voxtell.stats.cli",  # stats, aggregate, qc
     "voxtell.data.cli",  # phantoms
     "voxtell.training.cli",  # train, retrain
-    "voxtell.model.cli",  # model info, export-onnx
+    "voxtell.model.cli",  # model-info
+    "voxtell.model.onnx_cli",  # export-onnx
 )
 
 
