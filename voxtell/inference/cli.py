@@ -1,0 +1,121 @@
+"""``voxtell predict``: segment images with free-text prompts (wraps ``Predictor``).
+
+With one image file, ``-o`` is that study's output folder; with several images or a
+folder, each study gets ``-o/{study_id}/``. ``--jobs jobs.json`` gives each study its own
+prompts and output folder: ``[{"study_id", "image", "output_dir", "prompts": [str or
+{"prompt": ..., extra keys}]}]``. Prompts in ``--bank`` never load the text encoder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from voxtell.inference.errors import PromptError
+from voxtell.inference.errors import UnreadableImageError
+
+log = logging.getLogger(__name__)
+
+_SUFFIXES = (".nii.gz", ".nii")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "predict",
+        help="segment images with free-text prompts (one mask per prompt + manifest.json)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--model", required=True, type=Path, help="model folder (ours, or a released one with plans.json)")
+    p.add_argument("-i", "--input", nargs="+", type=Path, default=[], help="image file(s) or a folder of .nii/.nii.gz")
+    p.add_argument("-o", "--output", type=Path, help="output folder")
+    p.add_argument("-p", "--prompt", nargs="+", default=[], help="prompt(s), quoted")
+    p.add_argument("--jobs", type=Path, help="jobs.json with per-study prompts and output folders")
+    p.add_argument("--bank", type=Path, help="embedding bank (.npz); prompts found there skip the text encoder")
+    p.add_argument("--text-encoder", help="text encoder id or local folder (default: the model's)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"), help="autocast precision")
+    p.add_argument("--backend", default="torch", choices=("torch", "onnx"))
+    p.add_argument("--tile-step", type=float, default=0.5, help="window step as a fraction of the patch (0.5)")
+    p.add_argument("--sw-batch-size", type=int, default=2, help="patches per forward pass")
+    p.add_argument("--prompt-chunk", type=int, help="prompts per decoder pass (default: fits memory)")
+    p.add_argument("--threshold", type=float, default=0.5, help="probability threshold for masks")
+    p.add_argument("--save-probabilities", action="store_true", help="write float32 probabilities, not masks")
+    p.add_argument("--no-skip-existing", action="store_true", help="redo studies whose manifest is complete")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.set_defaults(func=run)
+
+
+def _images(inputs: list[Path]) -> list[Path]:
+    images: list[Path] = []
+    for path in inputs:
+        if path.is_dir():
+            images += sorted(q for q in path.iterdir() if q.name.endswith(_SUFFIXES))
+        elif path.is_file():
+            images.append(path)
+        else:
+            raise UnreadableImageError(f"input {path} does not exist")
+    return images
+
+
+def _study_id(path: Path) -> str:
+    name = path.name
+    for suffix in _SUFFIXES:
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
+
+
+def build_jobs(args: argparse.Namespace) -> list[dict]:
+    if args.jobs:
+        try:
+            jobs = json.loads(args.jobs.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise PromptError(f"cannot read jobs file {args.jobs}: {exc}") from exc
+        if not isinstance(jobs, list):
+            raise PromptError(f"jobs file {args.jobs} must hold a JSON list of jobs")
+        return jobs
+    if not args.input or not args.output:
+        raise PromptError("give -i IMAGE... -o OUT -p PROMPT..., or --jobs jobs.json")
+    if not args.prompt:
+        raise PromptError("the prompt list is empty; give at least one prompt with -p")
+    images = _images(args.input)
+    if not images:
+        raise UnreadableImageError(f"no .nii/.nii.gz images found in {', '.join(map(str, args.input))}")
+    single = len(images) == 1 and args.input[0].is_file()
+    return [
+        {
+            "study_id": _study_id(img),
+            "image": str(img),
+            "output_dir": str(args.output if single else args.output / _study_id(img)),
+            "prompts": list(args.prompt),
+        }
+        for img in images
+    ]
+
+
+def run(args: argparse.Namespace) -> int:
+    from voxtell.inference.predictor import Predictor, PredictorConfig
+
+    jobs = build_jobs(args)
+    config = PredictorConfig(
+        tile_step=args.tile_step,
+        sw_batch_size=args.sw_batch_size,
+        device=args.device,
+        precision=args.precision,
+        threshold=args.threshold,
+        save_probabilities=args.save_probabilities,
+        prompt_chunk=args.prompt_chunk,
+        backend=args.backend,
+        progress=not args.no_progress,
+    )
+    predictor = Predictor.from_model_dir(args.model, config, bank=args.bank, text_encoder=args.text_encoder)
+    statuses = predictor.predict_jobs(jobs, skip_existing=not args.no_skip_existing)
+    failed = [s for s in statuses if s.status == "error"]
+    for s in statuses:
+        log.info("%s: %s %s", s.study_id, s.status, s.message or s.output_dir)
+    for s in failed:
+        log.error("%s failed: %s: %s", s.study_id, s.error_class, s.message)
+    return 1 if failed else 0

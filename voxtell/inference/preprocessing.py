@@ -1,0 +1,213 @@
+"""Image conventions of the released VoxTell weights, and their exact inverse.
+
+The network sees the image in RAS closest-canonical orientation with its axes reversed
+(array order z, y, x), cropped to the bounding box of nonzero voxels, z-scored with the
+mean and std of the crop, and zero-padded to at least one patch (DESIGN.md section 3).
+Getting the orientation wrong silently swaps left and right, so ``restore`` is the one
+place that maps network-space masks back, by undoing the same steps in reverse order.
+
+Memory: reorientation and the axis reversal are views; the only full-size copy is the
+float32 crop (allocated already padded). Hole filling before the bounding box is skipped on
+purpose: filling holes never changes a mask's bounding box, and on a 512x512x800 CT it
+would cost a second full-size pass and a boolean volume.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence, Union
+
+import nibabel as nib
+import numpy as np
+from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation, ornt_transform
+
+from voxtell.inference.errors import (
+    AffineError,
+    EmptyImageError,
+    ImageDimensionError,
+    NonFiniteImageError,
+    UnreadableImageError,
+)
+
+log = logging.getLogger(__name__)
+
+ImageLike = Union[str, os.PathLike, nib.spatialimages.SpatialImage]
+
+_RAS = axcodes2ornt(("R", "A", "S"))
+_SLAB_VOXELS = 1 << 20  # voxels per chunk in full-volume passes (bounds temporaries to ~8 MB)
+
+
+def _slab(shape: Sequence[int]) -> int:
+    """Slices of axis 0 per chunk so that one chunk holds about ``_SLAB_VOXELS`` voxels."""
+    return max(1, _SLAB_VOXELS // max(1, int(shape[1]) * int(shape[2])))
+
+
+@dataclass(frozen=True)
+class PreprocessState:
+    """Everything ``restore`` needs to map a network-space array to the original grid."""
+
+    original_shape: tuple[int, int, int]
+    affine: np.ndarray
+    to_ras: np.ndarray  # nibabel orientation transform original -> RAS
+    bbox: tuple[tuple[int, int], ...]  # crop (start, stop) per network axis (z, y, x)
+    pad_below: tuple[int, int, int]
+    network_shape: tuple[int, int, int]  # shape after padding
+    mean: float
+    std: float
+
+    @property
+    def uncropped_shape(self) -> tuple[int, int, int]:
+        """Shape of the reoriented, axis-reversed image before cropping."""
+        ras = apply_orientation(np.empty(self.original_shape, dtype=np.uint8), self.to_ras).shape
+        return (ras[2], ras[1], ras[0])
+
+    @property
+    def cropped_shape(self) -> tuple[int, int, int]:
+        return tuple(stop - start for start, stop in self.bbox)  # type: ignore[return-value]
+
+
+@dataclass
+class Preprocessed:
+    """The network-space image (float32, z-y-x, padded) and the state to invert it."""
+
+    data: np.ndarray
+    state: PreprocessState
+
+
+def load_image(image: ImageLike) -> nib.spatialimages.SpatialImage:
+    """Open a NIfTI (or any nibabel format) lazily; the voxel data is read later, once."""
+    if isinstance(image, nib.spatialimages.SpatialImage):
+        return image
+    path = Path(image)
+    if not path.is_file():
+        raise UnreadableImageError(f"image {path} does not exist or is not a file; check the path")
+    try:
+        return nib.load(str(path))
+    except Exception as exc:  # nibabel raises many types for foreign or truncated files
+        raise UnreadableImageError(
+            f"cannot read image {path} ({type(exc).__name__}: {exc}); give a NIfTI file (.nii or .nii.gz)"
+        ) from exc
+
+
+def check_geometry(img: nib.spatialimages.SpatialImage) -> tuple[int, int, int]:
+    """Return the 3-D shape, or raise a typed error for 2-D/4-D images and bad affines."""
+    shape = tuple(int(s) for s in img.shape)
+    while len(shape) > 3 and shape[-1] == 1:  # (x, y, z, 1) is one volume
+        shape = shape[:-1]
+    if len(shape) != 3:
+        raise ImageDimensionError(
+            f"image has shape {tuple(img.shape)}; VoxTell segments one 3-D volume. "
+            "Split 4-D series into volumes and stack 2-D slices into a volume first"
+        )
+    if min(shape) < 1:
+        raise ImageDimensionError(f"image has an empty axis (shape {shape})")
+    affine = np.asarray(img.affine, dtype=np.float64)
+    if affine.shape != (4, 4) or not np.isfinite(affine).all():
+        raise AffineError("image affine is missing or not finite; fix the NIfTI header (sform/qform)")
+    det = np.linalg.det(affine[:3, :3])
+    scale = np.prod(np.linalg.norm(affine[:3, :3], axis=0))
+    if not np.isfinite(det) or scale == 0 or abs(det) <= 1e-8 * scale:
+        raise AffineError(
+            "image affine is not invertible (zero voxel size or collinear axes); fix the NIfTI header"
+        )
+    return shape  # type: ignore[return-value]
+
+
+def _raw_array(img: nib.spatialimages.SpatialImage, shape: tuple[int, int, int]) -> np.ndarray:
+    """Stored voxel values (scaled, but in their own dtype: int16 stays int16)."""
+    try:
+        raw = np.asanyarray(img.dataobj)
+    except Exception as exc:
+        raise UnreadableImageError(f"cannot read the voxel data ({type(exc).__name__}: {exc}); the file may be truncated") from exc
+    if raw.dtype.kind == "c" or raw.dtype.fields is not None:
+        raise ImageDimensionError(f"image voxels have type {raw.dtype}; give a scalar (grey-value) image")
+    return raw.reshape(shape)
+
+
+def _nonzero_bbox(net: np.ndarray) -> tuple[tuple[int, int], ...] | None:
+    """Bounding box of nonzero voxels, computed slab by slab (no full boolean volume)."""
+    z_any = np.zeros(net.shape[0], dtype=bool)
+    yx_any = np.zeros(net.shape[1:], dtype=bool)
+    step = _slab(net.shape)
+    for z0 in range(0, net.shape[0], step):
+        nz = net[z0 : z0 + step] != 0
+        z_any[z0 : z0 + step] = nz.any(axis=(1, 2))
+        yx_any |= nz.any(axis=0)
+    if not z_any.any():
+        return None
+    bbox = []
+    for proj in (z_any, yx_any.any(axis=1), yx_any.any(axis=0)):
+        idx = np.flatnonzero(proj)
+        bbox.append((int(idx[0]), int(idx[-1]) + 1))
+    return tuple(bbox)
+
+
+def _mean_std(x: np.ndarray) -> tuple[float, float]:
+    """Mean and (population) std in float64, slab by slab; non-finite voxels raise."""
+    n = x.size
+    total = 0.0
+    step = _slab(x.shape)
+    for z0 in range(0, x.shape[0], step):
+        total += float(x[z0 : z0 + step].sum(dtype=np.float64))
+    if not np.isfinite(total):
+        raise NonFiniteImageError("image contains NaN or infinite voxels; fix or mask them before segmentation")
+    mean = total / n
+    ss = 0.0
+    for z0 in range(0, x.shape[0], step):
+        d = x[z0 : z0 + step].astype(np.float64)
+        d -= mean
+        flat = d.ravel()
+        ss += float(np.dot(flat, flat))
+    return mean, float(np.sqrt(ss / n))
+
+
+def preprocess(image: ImageLike, patch_size: Sequence[int]) -> tuple[nib.spatialimages.SpatialImage, Preprocessed]:
+    """Load ``image`` and bring it into network space; see the module docstring."""
+    img = load_image(image)
+    shape = check_geometry(img)
+    to_ras = ornt_transform(io_orientation(img.affine), _RAS)
+    raw = _raw_array(img, shape)
+    net = apply_orientation(raw, to_ras).transpose(2, 1, 0)  # views only
+    bbox = _nonzero_bbox(net)
+    if bbox is None:
+        raise EmptyImageError("every voxel of the image is zero; check the conversion of this study")
+    cropped = tuple(b - a for a, b in bbox)
+    padded = tuple(max(c, int(p)) for c, p in zip(cropped, patch_size))
+    pad_below = tuple((p - c) // 2 for c, p in zip(cropped, padded))
+    out = np.zeros(padded, dtype=np.float32)
+    inner = out[tuple(slice(b, b + c) for b, c in zip(pad_below, cropped))]
+    inner[...] = net[tuple(slice(a, b) for a, b in bbox)]
+    del raw, net
+    mean, std = _mean_std(inner)
+    inner -= np.float32(mean)
+    inner /= np.float32(max(std, 1e-8))
+    state = PreprocessState(
+        original_shape=shape,
+        affine=np.asarray(img.affine, dtype=np.float64).copy(),
+        to_ras=to_ras,
+        bbox=bbox,
+        pad_below=pad_below,  # type: ignore[arg-type]
+        network_shape=padded,  # type: ignore[arg-type]
+        mean=mean,
+        std=std,
+    )
+    log.debug("preprocessed %s -> crop %s, network shape %s", shape, bbox, padded)
+    return img, Preprocessed(out, state)
+
+
+def restore(array: np.ndarray, state: PreprocessState) -> np.ndarray:
+    """Map a network-space volume (mask or probability) back onto the original grid.
+
+    Undoes padding, crop, axis reversal and reorientation; voxels outside the crop are 0.
+    The result may be a non-contiguous view of a fresh array of the original shape.
+    """
+    if tuple(array.shape) != tuple(state.network_shape):
+        raise ValueError(f"array shape {array.shape} is not the network shape {state.network_shape}")
+    inner = array[tuple(slice(b, b + c) for b, c in zip(state.pad_below, state.cropped_shape))]
+    full = np.zeros(state.uncropped_shape, dtype=array.dtype)
+    full[tuple(slice(a, b) for a, b in state.bbox)] = inner
+    from_ras = ornt_transform(_RAS, io_orientation(state.affine))
+    return apply_orientation(full.transpose(2, 1, 0), from_ras)
