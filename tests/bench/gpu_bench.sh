@@ -50,3 +50,49 @@ for precision in fp32 bf16 fp16; do
     "$PY" tests/bench/bench_predict.py --preset voxtell-v1 --device cuda --precision "$precision" \
         --sw-batch-size 2 --prompts $PROMPTS --v1-depth 300
 done
+
+# 3) ONNX Runtime on the GPU (needs onnxruntime-gpu: VOXTELL_GPU=1 scripts/bootstrap.sh):
+#    PyTorch fp32 vs ORT CUDA fp32 vs ORT TensorRT fp16 (engine cache in a temp folder),
+#    per-patch time, and the fp16 graph's agreement with PyTorch fp32 logits.
+"$PY" - $PROMPTS <<'PYEOF'
+import sys, tempfile, time
+from pathlib import Path
+import numpy as np, torch
+import onnxruntime as ort
+from voxtell.model import ModelMeta, VoxTellNetwork, get_preset, load_model_dir, save_model_dir
+from voxtell.model.onnx_export import export_onnx
+from voxtell.inference.backends import TorchBackend
+from voxtell.inference.onnx_backend import OnnxBackend
+print("# onnxruntime", ort.__version__, "providers", ort.get_available_providers(), flush=True)
+def timed(fn, reps=3):
+    fn(); torch.cuda.synchronize(); t0 = time.perf_counter()
+    for _ in range(reps): fn()
+    torch.cuda.synchronize(); return (time.perf_counter() - t0) / reps
+for preset in ("small", "voxtell-v1"):
+    cfg = get_preset(preset)
+    with tempfile.TemporaryDirectory() as tmp:
+        torch.manual_seed(0)
+        save_model_dir(VoxTellNetwork(cfg), cfg, tmp, ModelMeta(model_id=preset, preset=preset, text_encoder="bench", embedding_dim=cfg.text_embedding_dim))
+        loaded = load_model_dir(tmp)
+        f32 = export_onnx(loaded, Path(tmp) / "f32.onnx").path
+        f16 = export_onnx(loaded, Path(tmp) / "f16.onnx", precision="fp16").path
+        tb = TorchBackend(loaded.network, "cuda", "fp32")
+        runs = {"ort-cuda-fp32": OnnxBackend(f32, None, device="cuda", providers=["CUDAExecutionProvider"]),
+                "ort-cuda-fp16": OnnxBackend(f16, None, device="cuda", providers=["CUDAExecutionProvider"])}
+        try:
+            runs["ort-trt-fp16"] = OnnxBackend(f32, None, device="cuda", providers=["TensorrtExecutionProvider", "CUDAExecutionProvider"],
+                                               trt_cache_dir=Path(tmp) / "trt", trt_fp16=True)
+        except Exception as exc:
+            print(f"{preset}: TensorRT provider unavailable: {exc}", flush=True)
+        for n in map(int, sys.argv[1:]):
+            x = torch.randn(1, 1, *cfg.patch_size); e = torch.randn(n, cfg.text_embedding_dim)
+            ref = tb.forward(x, e).cpu().numpy()
+            t_ref = timed(lambda: tb.forward(x, e))
+            print(f"{preset} prompts {n}: torch-cuda-fp32 {t_ref*1000:.1f} ms/patch", flush=True)
+            for name, b in runs.items():
+                out = b.forward(x, e)
+                t = timed(lambda: b.forward(x, e))
+                agree = float(((out > 0) == (ref > 0)).mean())
+                print(f"{preset} prompts {n}: {name} {t*1000:.1f} ms/patch ({t_ref/t:.2f}x torch fp32), providers {b.providers[0]}, "
+                      f"max|diff| {np.abs(out-ref).max():.3g}, mask agreement {agree:.5f}", flush=True)
+PYEOF
