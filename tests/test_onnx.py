@@ -120,3 +120,21 @@ def test_backend_for_model_dir_and_providers(tiny_model_dir, exported):
     assert backend.providers == ["CPUExecutionProvider"]
     assert choose_providers(None, "cpu") == ["CPUExecutionProvider"]
     assert choose_providers(["TensorrtExecutionProvider", "CUDAExecutionProvider"], "cuda")[-1] == "CPUExecutionProvider"
+
+
+def test_whole_volume_masks_agree_with_torch(tiny_model_dir, exported, totalseg_dir):
+    """The ONNX backend shares preprocessing, sliding window and output with PyTorch."""
+    from voxtell.inference.predictor import Predictor, PredictorConfig
+
+    image = totalseg_dir / "example_ct_sm.nii.gz"
+    rng = np.random.default_rng(0)
+    emb = rng.standard_normal((3, 16)).astype(np.float32)
+    results = {}
+    for backend in ("torch", "onnx"):
+        cfg = PredictorConfig(device="cpu", backend=backend, progress=False, threshold=0.5)
+        predictor = Predictor.from_model_dir(tiny_model_dir, cfg)
+        assert predictor.backend.name == ("onnxruntime" if backend == "onnx" else "torch")
+        results[backend] = predictor.predict(image, embeddings=emb).masks
+    a, b = np.asarray(results["torch"]), np.asarray(results["onnx"])
+    assert a.shape == b.shape and a.sum() > 0
+    assert float((a == b).mean()) >= 0.999

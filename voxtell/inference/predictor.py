@@ -260,7 +260,9 @@ class Predictor:
         if config.backend == "onnx":
             from voxtell.inference.onnx_backend import load_onnx_backend
 
-            backend: Backend = load_onnx_backend(Path(model_dir), device=device, precision=config.precision)
+            backend: Backend = load_onnx_backend(
+                Path(model_dir), device=device, precision=config.precision, expected_sha256=info.sha256
+            )
         else:
             backend = TorchBackend(loaded.network, device, config.precision, config.prompt_chunk)
         log.info("loaded model %s (%s) on %s with backend %s", info.model_id, info.preset, device, backend.name)
