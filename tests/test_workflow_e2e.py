@@ -1,0 +1,137 @@
+"""End to end: the real workflow on a 3-study demo cohort in a scratch folder.
+
+Real components throughout: phantom DICOM written with pydicom, dcm2niix, scispaCy
+findings, MiniLM embeddings, the VoxTell network code (tiny preset, random weights: the
+masks are arbitrary, so values are checked against the masks themselves, not anatomy),
+statistics, Parquet and the QC report. Then the incremental behaviours, by dry runs and one
+real rerun that adds a good and a broken study.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+import voxtell
+from voxtell.cohort import shard_of
+from voxtell.prompts import prompt_id
+
+from test_workflow_support import demo_config, make_random_model, planned_jobs, snakemake, write_config
+
+N_SHARDS = 2
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    """Run the whole workflow once; return the working folder and the model's sha256."""
+    work = tmp_path_factory.mktemp("workflow")
+    sha = make_random_model(work / "model")
+    write_config(work, demo_config(n_studies=3, n_shards=N_SHARDS))
+    snakemake(work, "--cores", "2")
+    return work, sha
+
+
+def _prompts_of(work: Path, study: str) -> set[str]:
+    prompts = {prompt_id("liver"), prompt_id("left kidney")}
+    for line in (work / "results" / "findings" / study / "findings.jsonl").read_text().splitlines():
+        f = json.loads(line)
+        if not f["negated"] and f["duplicate_of"] is None:
+            prompts.add(prompt_id(f["prompt"]))
+    return prompts
+
+
+def test_cohort_table_values(cohort):
+    work, sha = cohort
+    stats = pd.read_parquet(work / "results" / "cohort" / "stats.parquet")
+    assert sorted(stats.study_id.unique()) == ["demo001", "demo002", "demo003"]
+    for study, rows in stats.groupby("study_id"):
+        assert set(rows.prompt_id) == _prompts_of(work, study)  # fixed prompts + affirmed findings
+    assert (stats.model_sha256 == sha).all() and (stats.pipeline_version == voxtell.__version__).all()
+    assert set(stats.source) == {"config", "finding"}
+
+    # volumes recomputed from the published masks and the image grid
+    for row in stats.sample(4, random_state=0).itertuples():
+        mask = nib.load(str(work / "results" / "segment" / row.study_id / f"{row.prompt_id}.nii.gz"))
+        voxels = int(np.count_nonzero(np.asarray(mask.dataobj)))
+        assert row.voxel_count == voxels
+        assert row.volume_ml == pytest.approx(voxels * abs(np.linalg.det(mask.affine[:3, :3])) / 1000, rel=1e-4)
+
+    # Dice against the demo's ground truth for the fixed prompts, recomputed independently
+    fixed = stats[stats.source == "config"]
+    assert fixed.dice.notna().all() and fixed.dice.between(0, 1).all()
+    row = fixed[(fixed.study_id == "demo002") & (fixed.prompt == "liver")].iloc[0]
+    ref_map = json.loads((work / "demo" / "cohort" / "reference" / "demo002" / "reference_map.json").read_text())
+    ref = np.asarray(nib.load(str(work / "demo" / "cohort" / "reference" / "demo002" / ref_map["liver"]["file"])).dataobj) > 0
+    seg = np.asarray(nib.load(str(work / "results" / "segment" / "demo002" / f"{row.prompt_id}.nii.gz")).dataobj) > 0
+    assert row.dice == pytest.approx(2 * (ref & seg).sum() / (ref.sum() + seg.sum()), abs=1e-6)
+
+
+def test_provenance_recorded(cohort):
+    work, sha = cohort
+    versions = json.loads((work / "results" / "cohort" / "versions.json").read_text())
+    meta = {k.decode(): v.decode() for k, v in pq.read_schema(work / "results" / "cohort" / "stats.parquet").metadata.items()}
+    assert versions["model_sha256"] == sha and versions["pipeline_version"] == voxtell.__version__
+    assert meta["config_hash"] == versions["config_hash"] and len(versions["config_hash"]) == 16
+    assert versions["tools"]["dcm2niix"] and versions["tools"]["torch"]
+    assert set(versions["dice"]) == {"liver", "left kidney"}
+    manifest = json.loads((work / "results" / "segment" / "demo001" / "manifest.json").read_text())
+    assert manifest["model"]["sha256"] == sha
+    html = (work / "results" / "cohort" / "qc.html").read_text()
+    assert "data:image/png;base64," in html
+    status = pd.read_parquet(work / "results" / "cohort" / "status.parquet")
+    assert (status.status == "ok").all() and set(status.stage) == {"convert", "findings", "segment", "stats"}
+
+
+def test_rerun_with_nothing_new_does_nothing(cohort):
+    work, _ = cohort
+    assert planned_jobs(work) == {}
+
+
+def test_prompt_set_or_model_change_resegments_every_shard(cohort, tmp_path):
+    work, _ = cohort
+    jobs = planned_jobs(work, "--config", "prompts={'fixed': ['liver', 'left kidney', 'spleen']}")
+    assert jobs["segment_shard"] == N_SHARDS and jobs["stats_shard"] == N_SHARDS
+    assert "convert_study" not in jobs and "findings_shard" not in jobs
+    other = work / "model-v2"
+    make_random_model(other, seed=1)
+    jobs = planned_jobs(work, "--config", f"model={{'dir': '{other}'}}")
+    assert jobs["segment_settings"] == 1 and jobs["segment_shard"] == N_SHARDS
+    assert "convert_study" not in jobs and "embed_prompts" not in jobs
+    shutil.rmtree(other)
+
+
+def test_new_and_broken_studies_run_alone_and_do_not_stop_the_cohort(cohort):
+    work, _ = cohort
+    cohort_dir = work / "demo" / "cohort"
+    (cohort_dir / "dicom" / "bad01").mkdir()
+    (cohort_dir / "dicom" / "bad01" / "IM0001.dcm").write_bytes(b"DICM" * 100)  # not DICOM
+    (cohort_dir / "reports" / "bad01.txt").write_text("")
+    with open(cohort_dir / "samples.tsv", "a") as fh:
+        fh.write("new01\tdicom/demo001\treports/demo002.txt\t\n")
+        fh.write("bad01\tdicom/bad01\treports/bad01.txt\t\n")
+    touched = {f"{shard_of(s, N_SHARDS):03d}" for s in ("new01", "bad01")}
+    jobs = planned_jobs(work)
+    assert jobs["convert_study"] == 2 and jobs["segment_shard"] == len(touched)
+
+    snakemake(work, "--cores", "2")
+    processed = set()
+    for shard in range(N_SHARDS):
+        summary = json.loads((work / "results" / "segment" / "shards" / f"{shard:03d}.json").read_text())
+        processed |= {s for s, r in summary["studies"].items() if not r["reused"]}
+    assert processed == {"new01", "bad01"}  # finished studies were not segmented again
+
+    status = pd.read_parquet(work / "results" / "cohort" / "status.parquet")
+    bad = status[status.study_id == "bad01"].set_index("stage")
+    assert bad.loc["convert", "status"] == "failed" and "DICOM" in bad.loc["convert", "message"]
+    assert bad.loc["findings", "error_class"] == "EmptyReportError"
+    assert (status[status.study_id != "bad01"].status == "ok").all()
+    stats = pd.read_parquet(work / "results" / "cohort" / "stats.parquet")
+    assert sorted(stats.study_id.unique()) == ["demo001", "demo002", "demo003", "new01"]
+    assert planned_jobs(work) == {}

@@ -1,0 +1,38 @@
+"""Stable hashes: of configuration values, of files, and of study ids (for sharding).
+
+Python's ``hash()`` is salted per process, so nothing here uses it: a hash must give the
+same answer on every node, in every run, for years of nightly reprocessing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from typing import Any
+
+_CHUNK = 1 << 20
+
+
+def canonical_json(value: Any) -> str:
+    """JSON with sorted keys and no white space: equal values give equal text."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def stable_hash(value: Any, length: int = 16) -> str:
+    """Hex sha256 of the canonical JSON of ``value``, cut to ``length`` characters."""
+    return hashlib.sha256(canonical_json(value).encode("utf-8")).hexdigest()[:length]
+
+
+def config_hash(config: Any, length: int = 16) -> str:
+    """Hash of a configuration mapping; recorded in outputs to tell which settings made them."""
+    return stable_hash(config, length)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Full hex sha256 of a file's bytes, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,152 @@
+"""Segment stage, one shard of studies: the model is loaded once, each study whose image,
+model, prompts or settings changed is segmented, the others are skipped.
+
+Per study the predictor publishes ``{prompt_id}.nii.gz`` + ``manifest.json`` into the
+study's mask folder (atomically), then this module removes masks of prompts the study no
+longer has and writes ``status.json`` and the done marker. A study-level
+``VoxTellError`` (unreadable image, NaN voxels, ...) becomes a ``failed`` record; a
+configuration error (bank from another text encoder) or anything else fails the job.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from tqdm import tqdm
+
+from voxtell.cohort import markers
+from voxtell.cohort import status as st
+from voxtell.cohort.model_ref import model_ref
+from voxtell.cohort.prompts import read_findings, study_prompts
+from voxtell.cohort.shards import ShardSummary
+from voxtell.errors import VoxTellError
+
+log = logging.getLogger(__name__)
+
+STAGE = "segment"
+STATUS_NAME = "status.json"
+MANIFEST_NAME = "manifest.json"
+#: Predictor settings that change the masks (device/batch size do not).
+RESULT_SETTINGS = ("tile_step", "precision", "threshold", "save_probabilities", "backend")
+
+
+@dataclass(frozen=True)
+class SegmentTask:
+    study_id: str
+    convert_status: str
+    findings: str | None
+    out_dir: str
+
+
+def _remove_stale_masks(out_dir: Path, manifest: dict[str, Any]) -> None:
+    keep = {p["file"] for p in manifest.get("prompts", [])}
+    for f in out_dir.glob("*.nii.gz"):
+        if f.name not in keep:
+            f.unlink()
+
+
+class _LazyPredictor:
+    """Loads the model on first use, so a shard with nothing to do costs no model load."""
+
+    def __init__(self, model_dir: str, settings: dict[str, Any], bank_path: str | None, text_encoder: str | None):
+        self.model_dir, self.settings, self.bank_path, self.text_encoder = model_dir, settings, bank_path, text_encoder
+        self._predictor = None
+        self.load_s = 0.0
+
+    def get(self):
+        if self._predictor is None:
+            from voxtell.inference.predictor import Predictor, PredictorConfig
+
+            t0 = time.perf_counter()
+            cfg = PredictorConfig(**{**self.settings, "progress": False})
+            bank = self.bank_path if self.bank_path and Path(self.bank_path).is_file() else None
+            pred = Predictor.from_model_dir(self.model_dir, cfg, bank=bank, text_encoder=self.text_encoder)
+            if pred.bank is not None:  # a bank of another encoder is a configuration error: fail the job
+                pred.bank.check_compatible(pred.encoder_id, pred.model.embedding_dim)
+            self._predictor = pred
+            self.load_s = time.perf_counter() - t0
+        return self._predictor
+
+
+def run_segment_shard(
+    shard: str,
+    tasks: Sequence[SegmentTask],
+    summary_path: str | os.PathLike,
+    *,
+    model_dir: str,
+    fixed_prompts: Sequence[str] = (),
+    predictor: dict[str, Any] | None = None,
+    bank: str | None = None,
+    text_encoder: str | None = None,
+    config_hash: str | None = None,
+    model_sha_cache: str | None = None,
+) -> dict[str, Any]:
+    """Segment the shard's studies that are not current; returns the summary written."""
+    settings = dict(predictor or {})
+    model = model_ref(model_dir, model_sha_cache)
+    lazy = _LazyPredictor(model_dir, settings, bank, text_encoder)
+    summary = ShardSummary(STAGE, shard, extra={"model_sha256": model.sha256, "model_id": model.model_id,
+                                                 "config_hash": config_hash})
+    result_settings = {k: settings.get(k) for k in RESULT_SETTINGS}
+    for task in tqdm(tasks, desc=f"segment shard {shard}", unit="study", disable=len(tasks) < 2):
+        out_dir = Path(task.out_dir)
+        status_path, marker = out_dir / STATUS_NAME, out_dir / markers.MARKER_NAME
+        conv = st.read_status(task.convert_status)
+        if conv is None:
+            raise FileNotFoundError(f"{task.convert_status} is missing; the convert step did not finish")
+        if not conv.ok:
+            record = st.skipped(task.study_id, STAGE, conv)
+            st.write_status(status_path, record)
+            summary.add(record, reused=False)
+            continue
+        try:
+            prompts = study_prompts(fixed_prompts, read_findings(task.findings) if task.findings else [])
+        except VoxTellError as exc:
+            record = st.failed(task.study_id, STAGE, exc)
+            st.write_status(status_path, record)
+            summary.add(record, reused=False)
+            continue
+        if not prompts:
+            record = st.skipped(task.study_id, STAGE, None,
+                                "no prompts: no fixed prompts are configured and the report has no affirmed findings")
+            st.write_status(status_path, record)
+            summary.add(record, reused=False)
+            continue
+        inputs = {
+            "image_sha256": conv.details.get("image_sha256"),
+            "model_sha256": model.sha256,
+            "predictor": result_settings,
+            "prompts": [p.as_job_entry() for p in prompts],
+        }
+        previous = st.read_status(status_path)
+        if previous is not None and markers.is_current(marker, inputs) and (
+            not previous.ok or (out_dir / MANIFEST_NAME).is_file()
+        ):
+            summary.add(previous, reused=True)
+            continue
+        marker.unlink(missing_ok=True)
+        try:
+            manifest = lazy.get().predict_to_folder(
+                conv.details["image"], [p.as_job_entry() for p in prompts], out_dir, study_id=task.study_id
+            )
+        except VoxTellError as exc:
+            record = st.failed(task.study_id, STAGE, exc)
+            _remove_stale_masks(out_dir, {})  # a failed study must not leave an older result behind
+            (out_dir / MANIFEST_NAME).unlink(missing_ok=True)
+        else:
+            _remove_stale_masks(out_dir, manifest)
+            timings = manifest.get("timings", {})
+            summary.time("inference_s", float(timings.get("inference_s", 0.0)))
+            summary.time("study_total_s", float(timings.get("total_s", 0.0)))
+            record = st.ok(task.study_id, STAGE, n_prompts=len(prompts), model_sha256=model.sha256,
+                           config_hash=config_hash, timings=timings)
+        st.write_status(status_path, record)
+        markers.write_marker(marker, inputs, model_sha256=model.sha256, config_hash=config_hash)
+        summary.add(record, reused=False)
+    summary.time("model_load_s", lazy.load_s)
+    return summary.write(summary_path)

@@ -1,0 +1,38 @@
+# Masks -> per-study statistics Parquet and QC PNG, one job per shard, after the shard's
+# segmentation; unchanged studies are skipped inside the job. Settings come from a
+# settings file (see segment.smk for why not parameters).
+
+
+rule stats_settings:
+    output:
+        settings="results/stats/settings.json",
+    params:
+        settings={"qc": config["stats"]["qc"], "workers": config["stats"]["workers"], "config_hash": CONFIG_HASH},
+    log:
+        "logs/stats/settings.log",
+    localrule: True
+    conda:
+        "../../envs/stats.yaml"
+    script:
+        "../../scripts/write_settings.py"
+
+
+rule stats_shard:
+    input:
+        unpack(stats_input),
+    output:
+        summary="results/stats/shards/{shard}.json",
+    params:
+        tasks=stats_tasks,
+    log:
+        "logs/stats/shard-{shard}.log",
+    benchmark:
+        "benchmarks/stats/shard-{shard}.tsv"
+    threads: config["threads"]["stats"]
+    resources:
+        mem_mb=lambda wildcards, attempt: 8000 * attempt,
+        runtime=lambda wildcards, attempt: 60 * attempt,
+    conda:
+        "../../envs/stats.yaml"
+    script:
+        "../../scripts/stats_shard.py"
