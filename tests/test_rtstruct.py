@@ -101,3 +101,16 @@ def test_slugify() -> None:
     assert slugify("GTV 1+2") == "gtv_1_2"
     assert slugify("  Rectum (PRV) ") == "rectum_prv"
     assert slugify("###") == ""
+    assert slugify("Lèvre sup.") == "levre_sup"  # accents are transliterated, as in prompt ids
+
+
+def test_roi_names_that_slug_alike_get_distinct_files(tmp_path: Path) -> None:
+    """'A' and 'a' collide; the fallback name 'a_3' is already taken by an ROI called 'a_3'."""
+    series = write_dicom_series(np.zeros((8, 8, 6)), (1, 1, 2), tmp_path / "s")
+    rs = write_rtstruct(tmp_path / "RS.dcm", series, {"a_3": [], "A": [], "a": []})
+    image = tmp_path / "image.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 6), np.int16), np.diag([-1.0, -1.0, 2.0, 1.0])), image)
+    masks = rasterise_rtstruct(rs, image, tmp_path / "rois")
+    files = [m.file for m in masks]
+    assert files == ["a_3.nii.gz", "a.nii.gz", "a_3_2.nii.gz"]
+    assert sorted(p.name for p in (tmp_path / "rois").glob("*.nii.gz")) == sorted(files)

@@ -143,3 +143,18 @@ def test_embed_cli_extends_bank(tmp_path):
     b = EmbeddingBank.load(bank)
     assert b.labels == ["liver", "spleen"]
     assert main(["embed", "--bank", str(bank), "--encoder", "other/enc", "-p", "x"]) == 1
+
+
+def test_prompts_file_errors_are_typed(tmp_path) -> None:
+    from voxtell.errors import InputError
+    from voxtell.text.cli import read_prompts_file
+
+    good = tmp_path / "p.jsonl"
+    good.write_text('{"prompt": "liver"}\n\n{"prompt": "spleen"}\n', encoding="utf-8")
+    assert read_prompts_file(good) == ["liver", "spleen"]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "liver"}\n{"text": "spleen"}\n', encoding="utf-8")
+    with pytest.raises(InputError, match="line 2"):
+        read_prompts_file(bad)
+    with pytest.raises(InputError, match="cannot read"):
+        read_prompts_file(tmp_path / "missing.txt")

@@ -31,10 +31,18 @@ def normalize_prompt(prompt: str) -> str:
     return _WS.sub(" ", text).strip().lower()
 
 
+def slugify(text: str, sep: str = "-", max_len: int = SLUG_MAX) -> str:
+    """Lower-case ASCII slug for file names: accents dropped (NFKD), other runs become ``sep``.
+
+    Returns ``""`` when nothing is left, so callers choose their own fallback name.
+    """
+    ascii_text = unicodedata.normalize("NFKD", str(text).lower()).encode("ascii", "ignore").decode()
+    return _NON_SLUG.sub(sep, ascii_text).strip(sep)[:max_len].rstrip(sep)
+
+
 def prompt_id(prompt: str) -> str:
     """Stable, file-name-safe id: ``<slug>-<sha1[:10]>`` of the normalised prompt."""
     norm = normalize_prompt(prompt)
-    ascii_text = unicodedata.normalize("NFKD", norm).encode("ascii", "ignore").decode()
-    slug = _NON_SLUG.sub("-", ascii_text).strip("-")[:SLUG_MAX].rstrip("-") or "prompt"
+    slug = slugify(norm) or "prompt"
     digest = hashlib.sha1(norm.encode("utf-8")).hexdigest()[:HASH_LEN]
     return f"{slug}-{digest}"

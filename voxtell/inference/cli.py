@@ -13,8 +13,8 @@ import json
 import logging
 from pathlib import Path
 
-from voxtell.inference.errors import PromptError
-from voxtell.inference.errors import UnreadableImageError
+from voxtell.inference.errors import PromptError, UnreadableImageError
+from voxtell.io.nifti import nifti_stem
 
 log = logging.getLogger(__name__)
 
@@ -60,14 +60,6 @@ def _images(inputs: list[Path]) -> list[Path]:
     return images
 
 
-def _study_id(path: Path) -> str:
-    name = path.name
-    for suffix in _SUFFIXES:
-        if name.endswith(suffix):
-            return name[: -len(suffix)]
-    return path.stem
-
-
 def build_jobs(args: argparse.Namespace) -> list[dict]:
     if args.jobs:
         try:
@@ -87,9 +79,9 @@ def build_jobs(args: argparse.Namespace) -> list[dict]:
     single = len(images) == 1 and args.input[0].is_file()
     return [
         {
-            "study_id": _study_id(img),
+            "study_id": nifti_stem(img),
             "image": str(img),
-            "output_dir": str(args.output if single else args.output / _study_id(img)),
+            "output_dir": str(args.output if single else args.output / nifti_stem(img)),
             "prompts": list(args.prompt),
         }
         for img in images

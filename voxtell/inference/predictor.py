@@ -45,7 +45,6 @@ from typing import Any, Iterable, Mapping, Sequence
 import nibabel as nib
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 import voxtell
 from voxtell.errors import VoxTellError
@@ -54,6 +53,7 @@ from voxtell.inference.errors import InferenceConfigError, PromptError
 from voxtell.inference.preprocessing import ImageLike, PreprocessState, preprocess, restore
 from voxtell.inference.sliding_window import OutputMode, sliding_window
 from voxtell.io.atomic import write_json_atomic
+from voxtell.io.nifti import nifti_stem
 from voxtell.prompts import normalize_prompt, prompt_id
 
 log = logging.getLogger(__name__)
@@ -184,13 +184,7 @@ def _nifti_like(data: np.ndarray, affine: np.ndarray, header: Any) -> nib.Nifti1
 
 
 def _study_id_of(image: ImageLike) -> str:
-    if isinstance(image, (str, os.PathLike)):
-        name = Path(image).name
-        for suffix in (".nii.gz", ".nii", ".mgz", ".img", ".hdr"):
-            if name.endswith(suffix):
-                return name[: -len(suffix)]
-        return Path(name).stem
-    return "image"
+    return nifti_stem(image) if isinstance(image, (str, os.PathLike)) else "image"
 
 
 class Predictor:
@@ -427,13 +421,16 @@ class Predictor:
         except (OSError, ValueError):
             return False
         texts, _ = _split_prompts(job.prompts)
-        return (
-            manifest.get("model", {}).get("sha256") == self.model.sha256
-            and manifest.get("threshold") == self.config.threshold
-            and manifest.get("save_probabilities") == self.config.save_probabilities
-            and sorted(p.get("prompt_id") for p in manifest.get("prompts", [])) == sorted(prompt_id(t) for t in texts)
-            and all((Path(job.output_dir) / p["file"]).is_file() for p in manifest["prompts"])
-        )
+        try:  # a damaged or foreign manifest means "not done", never a crash
+            return (
+                manifest.get("model", {}).get("sha256") == self.model.sha256
+                and manifest.get("threshold") == self.config.threshold
+                and manifest.get("save_probabilities") == self.config.save_probabilities
+                and sorted(p.get("prompt_id") for p in manifest.get("prompts", [])) == sorted(prompt_id(t) for t in texts)
+                and all((Path(job.output_dir) / p["file"]).is_file() for p in manifest["prompts"])
+            )
+        except (AttributeError, KeyError, TypeError):
+            return False
 
     def predict_jobs(
         self, jobs: Iterable[PredictionJob | Mapping[str, Any]], *, skip_existing: bool = True

@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Sequence, Union
 
 import nibabel as nib
@@ -31,6 +30,7 @@ from voxtell.inference.errors import (
     NonFiniteImageError,
     UnreadableImageError,
 )
+from voxtell.io.nifti import open_image, read_voxels
 
 log = logging.getLogger(__name__)
 
@@ -81,15 +81,7 @@ def load_image(image: ImageLike) -> nib.spatialimages.SpatialImage:
     """Open a NIfTI (or any nibabel format) lazily; the voxel data is read later, once."""
     if isinstance(image, nib.spatialimages.SpatialImage):
         return image
-    path = Path(image)
-    if not path.is_file():
-        raise UnreadableImageError(f"image {path} does not exist or is not a file; check the path")
-    try:
-        return nib.load(str(path))
-    except Exception as exc:  # nibabel raises many types for foreign or truncated files
-        raise UnreadableImageError(
-            f"cannot read image {path} ({type(exc).__name__}: {exc}); give a NIfTI file (.nii or .nii.gz)"
-        ) from exc
+    return open_image(image, "image", UnreadableImageError)
 
 
 def check_geometry(img: nib.spatialimages.SpatialImage) -> tuple[int, int, int]:
@@ -118,13 +110,10 @@ def check_geometry(img: nib.spatialimages.SpatialImage) -> tuple[int, int, int]:
 
 def _raw_array(img: nib.spatialimages.SpatialImage, shape: tuple[int, int, int]) -> np.ndarray:
     """Stored voxel values (scaled, but in their own dtype: int16 stays int16)."""
-    try:
-        raw = np.asanyarray(img.dataobj)
-    except Exception as exc:
-        raise UnreadableImageError(f"cannot read the voxel data ({type(exc).__name__}: {exc}); the file may be truncated") from exc
+    raw = read_voxels(img, shape, "image", UnreadableImageError)
     if raw.dtype.kind == "c" or raw.dtype.fields is not None:
         raise ImageDimensionError(f"image voxels have type {raw.dtype}; give a scalar (grey-value) image")
-    return raw.reshape(shape)
+    return raw
 
 
 def _nonzero_bbox(net: np.ndarray) -> tuple[tuple[int, int], ...] | None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ import numpy as np
 from voxtell.io.atomic import write_json_atomic
 from voxtell.io.errors import RTStructError
 from voxtell.io.nifti import load_nifti, save_nifti_atomic
+from voxtell.prompts import slugify as _slugify
 
 log = logging.getLogger(__name__)
 
@@ -107,8 +107,7 @@ def read_rtstruct(path: str | os.PathLike) -> StructureSet:
 
 def slugify(name: str) -> str:
     """File-system-safe lower-case slug of an ROI name ('GTV 1+2' -> 'gtv_1_2')."""
-    slug = re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
-    return slug[:64]
+    return _slugify(name, sep="_", max_len=64)
 
 
 def rasterise_contours(
@@ -207,7 +206,11 @@ def rasterise_rtstruct(
     sj = Path(series_json) if series_json else Path(image_path).parent / "series.json"
     image_series = ""
     if sj.is_file():
-        image_series = str(json.loads(sj.read_text()).get("series_uid", "") or "")
+        try:
+            record = json.loads(sj.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise RTStructError(f"cannot read {sj} ({exc}); rerun convert for this study or pass series_json") from exc
+        image_series = str((record.get("series_uid") if isinstance(record, dict) else "") or "")
     reference = "unchecked"
     if image_series and structure.referenced_series_uids:
         reference = "match" if image_series in structure.referenced_series_uids else "mismatch"
@@ -231,9 +234,11 @@ def rasterise_rtstruct(
         warnings += draw_warnings
         if not roi.contours:
             warnings.append("ROI has no contours; the mask is empty")
-        slug = slugify(roi.name) or f"roi_{roi.number}"
-        if slug in used:
-            slug = f"{slug}_{roi.number}"
+        base = slugify(roi.name) or f"roi_{roi.number}"
+        slug, n = base, 1
+        while slug in used:  # two ROIs must never share (and overwrite) one file
+            slug = f"{base}_{roi.number}" if n == 1 else f"{base}_{roi.number}_{n}"
+            n += 1
         used.add(slug)
         name = f"{slug}.nii.gz"
         mask_img = nib.Nifti1Image(mask.astype(np.uint8), affine)

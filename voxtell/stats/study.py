@@ -21,6 +21,7 @@ import numpy as np
 
 from voxtell import __version__
 from voxtell.errors import InputError
+from voxtell.io.nifti import nifti_stem, open_image, read_voxels
 from voxtell.prompts import prompt_id as make_prompt_id
 from voxtell.stats.errors import GridMismatchError, ManifestError, MissingImageError
 from voxtell.stats.measure import mask_statistics
@@ -62,14 +63,7 @@ class Volume:
 
 
 def _open_nifti(path: Path, what: str):
-    import nibabel as nib
-
-    if not path.is_file():
-        raise MissingImageError(f"{what} {path} does not exist; check the path (or rerun the stage that writes it)")
-    try:
-        img = nib.load(str(path))
-    except Exception as exc:  # nibabel raises many types for unreadable files
-        raise MissingImageError(f"{what} {path} cannot be read as NIfTI ({type(exc).__name__}: {exc})") from exc
+    img = open_image(path, what, MissingImageError)
     shape = img.shape
     if len(shape) == 4 and shape[3] == 1:
         shape = shape[:3]
@@ -78,19 +72,11 @@ def _open_nifti(path: Path, what: str):
     return img, shape
 
 
-def _read(img, shape, path: Path, what: str) -> np.ndarray:
-    try:
-        arr = np.asanyarray(img.dataobj)
-    except Exception as exc:  # truncated gzip, short file
-        raise MissingImageError(f"{what} {path} is truncated or corrupt ({type(exc).__name__}: {exc})") from exc
-    return arr.reshape(shape, order="A") if arr.shape != shape else arr
-
-
 def load_volume(path: str | Path, what: str = "image") -> Volume:
     """Read a 3-D NIfTI (trailing singleton 4th axis allowed) in its stored units."""
     p = Path(path)
     img, shape = _open_nifti(p, what)
-    return Volume(_read(img, shape, p, what), np.asarray(img.affine, dtype=np.float64), p)
+    return Volume(read_voxels(img, shape, what, MissingImageError), np.asarray(img.affine, dtype=np.float64), p)
 
 
 def load_on_grid(path: str | Path, grid: Volume, what: str, atol_mm: float = 1e-3) -> np.ndarray:
@@ -108,7 +94,7 @@ def load_on_grid(path: str | Path, grid: Volume, what: str, atol_mm: float = 1e-
             f"(largest difference {np.abs(img.affine - grid.affine).max():.4g} mm); "
             "masks must be written on the image's grid (resample the mask to the image first)"
         )
-    return _read(img, shape, p, what)
+    return read_voxels(img, shape, what, MissingImageError)
 
 
 def read_manifest(mask_dir: str | Path) -> dict[str, Any]:
@@ -120,7 +106,7 @@ def read_manifest(mask_dir: str | Path) -> dict[str, Any]:
     if not path.is_file():
         files = sorted(f for f in d.glob("*.nii.gz") if not f.name.startswith("."))
         log.warning("%s has no manifest.json; taking prompt ids from %d file names", d, len(files))
-        return {"prompts": [{"prompt_id": f.name[: -len(".nii.gz")], "file": f.name} for f in files]}
+        return {"prompts": [{"prompt_id": nifti_stem(f), "file": f.name} for f in files]}
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:

@@ -34,13 +34,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def read_prompts_file(path: Path) -> list[str]:
     """Prompts from a text file (one per line) or JSONL (objects with a ``prompt`` key)."""
+    from voxtell.errors import InputError
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read prompts file {path} ({exc}); give a UTF-8 text or JSONL file") from exc
     prompts: list[str] = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for n, line in enumerate(text.splitlines(), start=1):
         line = line.strip()
         if not line:
             continue
         if path.suffix == ".jsonl":
-            prompts.append(json.loads(line)["prompt"])
+            try:
+                prompts.append(str(json.loads(line)["prompt"]))
+            except (ValueError, KeyError, TypeError) as exc:
+                raise InputError(f"{path} line {n}: not a JSON object with a 'prompt' field ({exc})") from exc
         else:
             prompts.append(line)
     return prompts
