@@ -14,8 +14,12 @@ from pathlib import Path
 
 
 def setup(snakemake, torch_threads: bool = False) -> logging.Logger:
-    """Send stderr and logging to ``snakemake.log[0]``; cap math libraries at ``threads``
-    (and torch too when ``torch_threads``: importing torch costs a second, so only where used)."""
+    """Send stderr and logging to ``snakemake.log[0]``; cap math libraries (and torch, which
+    reads ``OMP_NUM_THREADS`` when it is imported) at the rule's ``threads``.
+
+    Torch is not imported here: a job that finds nothing to do (a shard whose studies are all
+    current, a bank that holds every prompt) never pays for it. ``torch_threads`` only matters
+    if torch is already imported."""
     log_path = snakemake.log[0]
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
     sys.stderr = open(log_path, "a", buffering=1, encoding="utf-8")
@@ -27,11 +31,9 @@ def setup(snakemake, torch_threads: bool = False) -> logging.Logger:
     )
     threads = str(max(1, int(getattr(snakemake, "threads", 1) or 1)))
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        os.environ.setdefault(var, threads)
+        os.environ[var] = threads  # the rule's threads are what the scheduler reserved
     if importlib.util.find_spec("voxtell") is None:
         sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    if torch_threads:
-        import torch
-
-        torch.set_num_threads(int(threads))
+    if torch_threads and "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(int(threads))
     return logging.getLogger(f"voxtell.workflow.{snakemake.rule}")

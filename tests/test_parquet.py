@@ -135,6 +135,23 @@ def test_status_rows():
         read_status([Path("/nonexistent/status.json")])
 
 
+def test_skipped_rows_and_details_in_json_status_files(tmp_path):
+    from voxtell.stats.status import read_status_record
+
+    skipped = status_row("s1", "segment", status="skipped", error_class="CorruptDicomError",
+                         message="convert failed: CorruptDicomError: not DICOM")
+    ok = status_row("s2", "convert", details={"image": "s2/image.nii.gz"})
+    write_status(skipped, tmp_path / "s1.json")
+    write_status(ok, tmp_path / "s2.json")
+    assert json.loads((tmp_path / "s2.json").read_text())["details"] == {"image": "s2/image.nii.gz"}
+    assert read_status_record(tmp_path / "s2.json")["details"] == {"image": "s2/image.nii.gz"}
+    assert read_status_record(tmp_path / "absent.json") is None
+    table = read_status([tmp_path / "s1.json", tmp_path / "s2.json"])
+    assert table.schema.equals(STATUS_SCHEMA) and table.column("status").to_pylist() == ["skipped", "ok"]
+    res = aggregate([], tmp_path / "cohort", status_parts=[tmp_path / "s1.json", tmp_path / "s2.json"])
+    assert res.n_failed == 0 and pq.read_table(res.status_path).num_rows == 2
+
+
 def test_cli_stats_and_aggregate(tmp_path, totalseg_dir, capsys):
     image = totalseg_dir / "example_ct_sm.nii.gz"
     good = make_study(tmp_path, totalseg_dir, "s1", {"liver": 5})

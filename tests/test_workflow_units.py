@@ -110,12 +110,29 @@ def test_marker_current_only_for_same_inputs(tmp_path):
 
 
 def test_status_roundtrip_and_skipped_names_root_cause(tmp_path):
-    failed = st.failed("s1", "convert", InputError("no DICOM image series in s1"))
-    st.write_status(tmp_path / "status.json", failed)
-    back = st.read_status(tmp_path / "status.json")
-    assert back == failed and not back.ok and back.error_class == "InputError"
+    failed = st.failed("s1", "convert", InputError("no DICOM image series in s1"), image=None)
+    st.write(tmp_path / "status.json", failed)
+    back = st.read(tmp_path / "status.json")
+    assert back == failed and not st.is_ok(back) and back["error_class"] == "InputError"
     skipped = st.skipped("s1", "segment", back)
-    assert skipped.status == "skipped" and "no DICOM image series" in skipped.message
+    assert skipped["status"] == "skipped" and "no DICOM image series" in skipped["message"]
+    # the per-study file is one row of the stats status format: the aggregate reads it as is
+    from voxtell.stats.status import read_status
+
+    st.write(tmp_path / "skipped.json", skipped)
+    table = read_status([tmp_path / "status.json", tmp_path / "skipped.json"]).to_pylist()
+    assert [(r["stage"], r["status"]) for r in table] == [("convert", "failed"), ("segment", "skipped")]
+    (tmp_path / "damaged.json").write_text('{"study_id": "s1"')
+    assert st.read(tmp_path / "damaged.json") is None and st.read(tmp_path / "absent.json") is None
+
+
+def test_ok_record_carries_details_for_the_next_stage(tmp_path):
+    rec = st.ok("s1", "convert", image="/data/s1/image.nii.gz", image_sha256="ab" * 32)
+    st.write(tmp_path / "status.json", rec)
+    data = json.loads((tmp_path / "status.json").read_text())
+    assert isinstance(data, dict) and data["status"] == "ok" and data["timestamp"].endswith("+00:00")
+    back = st.read(tmp_path / "status.json")
+    assert st.is_ok(back) and st.details(back)["image_sha256"] == "ab" * 32
 
 
 def test_config_hash_ignores_key_order():

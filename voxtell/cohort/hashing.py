@@ -1,4 +1,5 @@
-"""Stable hashes: of configuration values, of files, and of study ids (for sharding).
+"""Stable hashes: of configuration values and of study ids (for sharding); file checksums
+come from ``voxtell.io.hashing`` (re-exported here as ``file_sha256``).
 
 Python's ``hash()`` is salted per process, so nothing here uses it: a hash must give the
 same answer on every node, in every run, for years of nightly reprocessing.
@@ -8,10 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from typing import Any
 
-_CHUNK = 1 << 20
+from voxtell.io.hashing import file_sha256
+
+__all__ = ["canonical_json", "config_hash", "file_sha256", "stable_hash"]
 
 
 def canonical_json(value: Any) -> str:
@@ -27,12 +29,3 @@ def stable_hash(value: Any, length: int = 16) -> str:
 def config_hash(config: Any, length: int = 16) -> str:
     """Hash of a configuration mapping; recorded in outputs to tell which settings made them."""
     return stable_hash(config, length)
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """Full hex sha256 of a file's bytes, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

@@ -38,21 +38,17 @@ class StudyPrompt:
         return {"prompt": self.prompt, "source": self.source, "finding_id": self.finding_id}
 
 
-def read_prompts_file(path: str | os.PathLike) -> list[str]:
-    """Prompts from a text file, one per line; blank lines and '#' comments are ignored."""
-    path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise InputError(f"cannot read prompts file {path}: {exc}; fix 'prompts.file' in the config") from exc
-    return [s.strip() for s in lines if s.strip() and not s.lstrip().startswith("#")]
-
-
 def fixed_prompts(prompts: Sequence[str] = (), prompts_file: str | os.PathLike | None = None) -> list[str]:
-    """The configuration's fixed prompts (inline list, then file), without empty entries."""
+    """The configuration's fixed prompts (inline list, then file: text or JSONL, read by
+    ``voxtell.text.prompts_file`` like ``voxtell embed --prompts-file``), without empty entries."""
     out = [p for p in prompts if normalize_prompt(p)]
     if prompts_file:
-        out += read_prompts_file(prompts_file)
+        from voxtell.text.prompts_file import read_prompts_file  # imported here: voxtell.text loads numpy
+
+        try:
+            out += [p for p in read_prompts_file(prompts_file) if normalize_prompt(p)]
+        except InputError as exc:
+            raise InputError(f"{exc}; fix 'prompts.file' in the config") from exc
     return out
 
 

@@ -31,12 +31,12 @@ class ShardSummary:
     timings: dict[str, float] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def add(self, record: st.StudyStatus, reused: bool) -> None:
-        self.studies[record.study_id] = {
-            "status": record.status,
+    def add(self, record: st.Record, reused: bool) -> None:
+        self.studies[record["study_id"]] = {
+            "status": record["status"],
             "reused": reused,
-            "error_class": record.error_class,
-            "message": record.message,
+            "error_class": record["error_class"],
+            "message": record["message"],
         }
 
     def time(self, key: str, seconds: float) -> None:

@@ -33,21 +33,6 @@ def tool_versions() -> dict[str, str | None]:
     return out
 
 
-def collect_status_rows(status_files: Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
-    """Status-table rows from per-study ``status.json`` records (``skipped`` ones are left
-    out: the upstream stage's ``failed`` row already names the cause)."""
-    rows = []
-    for path in status_files:
-        rec = st.read_status(path)
-        if rec is None:
-            raise FileNotFoundError(f"status record {path} is missing or unreadable; rerun its stage")
-        if rec.status == st.SKIPPED:
-            continue
-        rows.append({"study_id": rec.study_id, "stage": rec.stage, "status": rec.status,
-                     "error_class": rec.error_class, "message": rec.message, "timestamp": rec.timestamp})
-    return rows
-
-
 def run_aggregate(
     stats_files: Iterable[str | os.PathLike],
     status_files: Iterable[str | os.PathLike],
@@ -59,25 +44,33 @@ def run_aggregate(
     qc_pngs: dict[str, str] | None = None,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Write ``stats.parquet``, ``status.parquet``, ``SCHEMA.md``, ``versions.json`` and ``qc.html``."""
-    from voxtell.stats import aggregate, write_cohort_html, write_status
+    """Write ``stats.parquet``, ``status.parquet``, ``SCHEMA.md``, ``versions.json`` and ``qc.html``.
+
+    ``status_files`` are the stages' per-study ``status.json`` rows (ok, failed, skipped);
+    they go into the status table as they are, so every (study, stage) has a row."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from voxtell.stats import aggregate, write_cohort_html
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    rows = collect_status_rows(status_files)
-    status_json = out / "status_rows.json"
-    write_status(rows, status_json) if rows else write_json_atomic(status_json, [])
+    status_files = list(status_files)
+    missing = [str(p) for p in status_files if not Path(p).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} status record(s) are missing, e.g. {missing[0]}; rerun their stage")
     parts = [p for p in stats_files if Path(p).is_file()]
     versions = tool_versions()
     result = aggregate(
         parts,
         out,
-        status_parts=[status_json] if rows else [],
+        status_parts=status_files,
         config_hash=config_hash,
         metadata={"model_sha256_config": model_sha256, "text_encoder": text_encoder,
                   "pipeline_version_workflow": __version__, **(extra or {})},
     )
-    status_json.unlink(missing_ok=True)
+    status = pq.read_table(result.status_path)
+    failed = status.filter(pc.equal(status["status"], st.FAILED)).to_pylist() if status.num_rows else []
     pngs = {k: v for k, v in (qc_pngs or {}).items() if Path(v).is_file()}
     write_cohort_html(result.stats_path, out / "qc.html", status=result.status_path, qc_pngs=pngs)
     summary = {
@@ -88,7 +81,7 @@ def run_aggregate(
         "n_rows": result.n_rows,
         "n_studies_with_rows": result.n_studies,
         "n_failed_stages": result.n_failed,
-        "failed": [r for r in rows if r["status"] == st.FAILED],
+        "failed": [{**r, "timestamp": r["timestamp"].isoformat()} for r in failed],
         "tools": versions,
     }
     summary["dice"] = write_dice_summary(result.stats_path, out / "dice.tsv")

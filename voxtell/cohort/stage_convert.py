@@ -49,7 +49,7 @@ def run_convert(
     modalities: Sequence[str] = ("CT", "MR", "PT"),
     min_slices: int = 10,
     pet_suv: bool = False,
-) -> st.StudyStatus:
+) -> st.Record:
     """Produce the study's image (or check the given one) and write ``out_dir/status.json``.
 
     The status details name the image to segment and its sha256, which the segmentation
@@ -84,5 +84,5 @@ def run_convert(
             raise BadImageError(f"study {study_id} has neither 'dicom' nor 'image' in the samples table")
     except VoxTellError as exc:
         record = st.failed(study_id, STAGE, exc)
-    st.write_status(out / STATUS_NAME, record)
+    st.write(out / STATUS_NAME, record)
     return record

@@ -50,7 +50,7 @@ def _findings_config(settings: dict[str, Any]):
     return FindingsConfig(**kwargs)
 
 
-def _process(task: FindingsTask, cfg) -> st.StudyStatus:
+def _process(task: FindingsTask, cfg) -> st.Record:
     from voxtell.reports import extract_findings, read_report, write_findings_jsonl
 
     out = Path(task.out_dir) / FINDINGS_NAME
@@ -89,7 +89,7 @@ def run_findings_shard(
         out_dir = Path(task.out_dir)
         inputs = {**base, "report_sha256": file_sha256(task.report) if task.report and Path(task.report).is_file() else None}
         marker, status_path = out_dir / markers.MARKER_NAME, out_dir / STATUS_NAME
-        previous = st.read_status(status_path)
+        previous = st.read(status_path)
         if previous is not None and (out_dir / FINDINGS_NAME).is_file() and markers.is_current(marker, inputs):
             summary.add(previous, reused=True)
             continue
@@ -97,7 +97,7 @@ def run_findings_shard(
             cfg = _findings_config(settings)
         marker.unlink(missing_ok=True)
         record = _process(task, cfg)
-        st.write_status(status_path, record)
+        st.write(status_path, record)
         markers.write_marker(marker, inputs)
         summary.add(record, reused=False)
     return summary.write(summary_path)

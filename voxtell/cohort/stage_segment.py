@@ -96,43 +96,43 @@ def run_segment_shard(
     for task in tqdm(tasks, desc=f"segment shard {shard}", unit="study", disable=len(tasks) < 2):
         out_dir = Path(task.out_dir)
         status_path, marker = out_dir / STATUS_NAME, out_dir / markers.MARKER_NAME
-        conv = st.read_status(task.convert_status)
+        conv = st.read(task.convert_status)
         if conv is None:
             raise FileNotFoundError(f"{task.convert_status} is missing; the convert step did not finish")
-        if not conv.ok:
+        if not st.is_ok(conv):
             record = st.skipped(task.study_id, STAGE, conv)
-            st.write_status(status_path, record)
+            st.write(status_path, record)
             summary.add(record, reused=False)
             continue
         try:
             prompts = study_prompts(fixed_prompts, read_findings(task.findings) if task.findings else [])
         except VoxTellError as exc:
             record = st.failed(task.study_id, STAGE, exc)
-            st.write_status(status_path, record)
+            st.write(status_path, record)
             summary.add(record, reused=False)
             continue
         if not prompts:
             record = st.skipped(task.study_id, STAGE, None,
                                 "no prompts: no fixed prompts are configured and the report has no affirmed findings")
-            st.write_status(status_path, record)
+            st.write(status_path, record)
             summary.add(record, reused=False)
             continue
         inputs = {
-            "image_sha256": conv.details.get("image_sha256"),
+            "image_sha256": st.details(conv).get("image_sha256"),
             "model_sha256": model.sha256,
             "predictor": result_settings,
             "prompts": [p.as_job_entry() for p in prompts],
         }
-        previous = st.read_status(status_path)
+        previous = st.read(status_path)
         if previous is not None and markers.is_current(marker, inputs) and (
-            not previous.ok or (out_dir / MANIFEST_NAME).is_file()
+            not st.is_ok(previous) or (out_dir / MANIFEST_NAME).is_file()
         ):
             summary.add(previous, reused=True)
             continue
         marker.unlink(missing_ok=True)
         try:
             manifest = lazy.get().predict_to_folder(
-                conv.details["image"], [p.as_job_entry() for p in prompts], out_dir, study_id=task.study_id
+                st.details(conv)["image"], [p.as_job_entry() for p in prompts], out_dir, study_id=task.study_id
             )
         except VoxTellError as exc:
             record = st.failed(task.study_id, STAGE, exc)
@@ -145,7 +145,7 @@ def run_segment_shard(
             summary.time("study_total_s", float(timings.get("total_s", 0.0)))
             record = st.ok(task.study_id, STAGE, n_prompts=len(prompts), model_sha256=model.sha256,
                            config_hash=config_hash, timings=timings)
-        st.write_status(status_path, record)
+        st.write(status_path, record)
         markers.write_marker(marker, inputs, model_sha256=model.sha256, config_hash=config_hash)
         summary.add(record, reused=False)
     summary.time("model_load_s", lazy.load_s)

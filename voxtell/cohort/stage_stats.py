@@ -66,14 +66,14 @@ def run_stats_shard(
     for task in tqdm(tasks, desc=f"stats shard {shard}", unit="study", disable=len(tasks) < 2):
         out_dir, seg_dir = Path(task.out_dir), Path(task.segment_dir)
         status_path, marker = out_dir / STATUS_NAME, out_dir / markers.MARKER_NAME
-        seg = st.read_status(seg_dir / STATUS_NAME)
+        seg = st.read(seg_dir / STATUS_NAME)
         if seg is None:
             raise FileNotFoundError(f"{seg_dir / STATUS_NAME} is missing; the segment step did not finish")
-        if not seg.ok:
+        if not st.is_ok(seg):
             for name in (STATS_NAME, QC_NAME):
                 (out_dir / name).unlink(missing_ok=True)
-            record = st.skipped(task.study_id, STAGE, seg, seg.message)
-            st.write_status(status_path, record)
+            record = st.skipped(task.study_id, STAGE, seg, seg["message"])
+            st.write(status_path, record)
             summary.add(record, reused=False)
             continue
         seg_marker = markers.read_marker(seg_dir / markers.MARKER_NAME) or {}
@@ -83,9 +83,9 @@ def run_stats_shard(
             "reference": _path_fingerprint(task.reference),
             "qc": qc,
         }
-        previous = st.read_status(status_path)
+        previous = st.read(status_path)
         if previous is not None and markers.is_current(marker, inputs) and (
-            not previous.ok or (out_dir / STATS_NAME).is_file()
+            not st.is_ok(previous) or (out_dir / STATS_NAME).is_file()
         ):
             summary.add(previous, reused=True)
             continue
@@ -108,7 +108,7 @@ def run_stats_shard(
             record = st.failed(task.study_id, STAGE, exc)
         else:
             record = st.ok(task.study_id, STAGE, n_rows=len(study.rows))
-        st.write_status(status_path, record)
+        st.write(status_path, record)
         markers.write_marker(marker, inputs)
         summary.add(record, reused=False)
     return summary.write(summary_path)

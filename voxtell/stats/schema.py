@@ -69,9 +69,12 @@ _STATS_FIELDS: list[tuple[str, pa.DataType, bool, str, str]] = [
 _STATUS_FIELDS: list[tuple[str, pa.DataType, bool, str, str]] = [
     ("study_id", pa.string(), False, "", "Study identifier from the samples table."),
     ("stage", pa.string(), False, "", "Pipeline stage: convert, findings, segment, stats, ..."),
-    ("status", pa.string(), False, "", "'ok' or 'failed'."),
-    ("error_class", pa.string(), True, "", "Python class name of the error (null when ok)."),
-    ("message", pa.string(), True, "", "What went wrong and what to do about it (null when ok)."),
+    ("status", pa.string(), False, "",
+     "'ok', 'failed', or 'skipped' (nothing to do: an upstream stage failed or the study has no prompts)."),
+    ("error_class", pa.string(), True, "",
+     "Python class name of the error (null when ok; for skipped, the upstream stage's error)."),
+    ("message", pa.string(), True, "",
+     "What went wrong and what to do about it (null when ok; for skipped, why there was nothing to do)."),
     ("timestamp", pa.timestamp("us", tz="UTC"), False, "UTC", "When the stage finished."),
 ]
 
@@ -88,7 +91,9 @@ STATS_SCHEMA: pa.Schema = _schema(_STATS_FIELDS, "stats")
 #: One row per (study, stage).
 STATUS_SCHEMA: pa.Schema = _schema(_STATUS_FIELDS, "status")
 
-STATUS_VALUES = ("ok", "failed")
+#: ``skipped``: a stage had nothing to do for a study (its upstream stage failed, or it has
+#: no prompts); the row says why, so every (study, stage) of a cohort run has a row.
+STATUS_VALUES = ("ok", "failed", "skipped")
 
 
 def describe(schema: pa.Schema) -> str:

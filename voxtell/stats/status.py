@@ -1,9 +1,12 @@
-"""The status table: one row per (study, stage), ``ok`` or ``failed`` with the error.
+"""The status table: one row per (study, stage): ``ok``, ``failed`` with the error, or
+``skipped`` with the reason there was nothing to do.
 
 Every stage records its outcome with ``status_row`` and ``write_status``; ``aggregate``
 gathers the files into ``cohort/status.parquet``. A bad study is a ``failed`` row with the
 error's class and message, never a stopped cohort. Status files are Parquet (``.parquet``)
-or JSON (``.json``: one object or a list), whichever a stage finds easier to write.
+or JSON (``.json``: one object or a list), whichever a stage finds easier to write. A JSON
+row may carry ``details`` (facts a later stage needs, e.g. the converted image and its
+sha256); they stay in the file, the table has flat columns only.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -30,8 +33,10 @@ def status_row(
     message: str | None = None,
     error_class: str | None = None,
     timestamp: datetime | None = None,
+    details: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A status row: ``ok`` without ``error``, ``failed`` with the error's class and message."""
+    """A status row: ``ok`` without ``error``, ``failed`` with the error's class and message
+    (or any of ``STATUS_VALUES`` given as ``status``); ``details`` go to JSON files only."""
     if status is None:
         status = "failed" if (error is not None or error_class) else "ok"
     if status not in STATUS_VALUES:
@@ -42,7 +47,7 @@ def status_row(
     ts = timestamp or datetime.now(timezone.utc)
     if ts.tzinfo is None:
         ts = ts.replace(tzinfo=timezone.utc)
-    return {
+    row = {
         "study_id": str(study_id),
         "stage": str(stage),
         "status": status,
@@ -50,6 +55,9 @@ def status_row(
         "message": message,
         "timestamp": ts.astimezone(timezone.utc),
     }
+    if details:
+        row["details"] = dict(details)
+    return row
 
 
 def status_table(rows: Iterable[dict[str, Any]]) -> pa.Table:
@@ -68,15 +76,19 @@ def status_table(rows: Iterable[dict[str, Any]]) -> pa.Table:
 
 
 def write_status(rows: dict[str, Any] | Iterable[dict[str, Any]], path: str | Path) -> Path:
-    """Write status rows atomically: ``.json`` as JSON, anything else as Parquet."""
-    rows = [rows] if isinstance(rows, dict) else list(rows)
+    """Write status rows atomically: ``.json`` as JSON (one row given as a dict is written
+    as one object, with its ``details``), anything else as Parquet."""
+    single = isinstance(rows, dict)
+    rows = [rows] if single else list(rows)
     table = status_table(rows)  # validates JSON output too
     p = Path(path)
     if p.suffix.lower() == ".json":
         records = table.to_pylist()
-        for r in records:
+        for given, r in zip(rows, records):
             r["timestamp"] = r["timestamp"].isoformat()
-        write_json_atomic(p, records)
+            if given.get("details"):
+                r["details"] = dict(given["details"])
+        write_json_atomic(p, records[0] if single else records)
     else:
         with atomic_path(p) as tmp:
             pq.write_table(table, tmp)
@@ -84,8 +96,11 @@ def write_status(rows: dict[str, Any] | Iterable[dict[str, Any]], path: str | Pa
 
 
 def read_status(paths: Iterable[str | Path]) -> pa.Table:
-    """Read status files (Parquet, JSON object/list, or JSON lines) into one table."""
-    tables = []
+    """Read status files (Parquet, JSON object/list, or JSON lines) into one table, in order.
+
+    Consecutive JSON files become one table (a cohort has one small file per study and stage)."""
+    tables: list[pa.Table] = []
+    pending: list[dict[str, Any]] = []
     for path in paths:
         p = Path(path)
         if not p.is_file():
@@ -96,13 +111,35 @@ def read_status(paths: Iterable[str | Path]) -> pa.Table:
                 data = json.loads(text) if p.suffix.lower() == ".json" else [json.loads(x) for x in text.splitlines() if x.strip()]
             except json.JSONDecodeError as exc:
                 raise SchemaMismatchError(f"status file {p} is not valid JSON: {exc}") from exc
-            tables.append(status_table([data] if isinstance(data, dict) else data))
+            pending.extend([data] if isinstance(data, dict) else data)
         else:
             try:
                 t = pq.read_table(p)
             except (OSError, pa.ArrowInvalid) as exc:
                 raise SchemaMismatchError(f"status file {p} is not readable Parquet: {exc}") from exc
+            if pending:
+                tables.append(status_table(pending))
+                pending = []
             tables.append(status_table(t.to_pylist()))
+    if pending:
+        tables.append(status_table(pending))
     if not tables:
         return STATUS_SCHEMA.empty_table()
     return pa.concat_tables(tables)
+
+
+def read_status_record(path: str | Path) -> dict[str, Any] | None:
+    """The one row of a per-study JSON status file (with its ``details``), or None when the
+    file is absent or damaged, so that the stage that owns it runs again."""
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+        if isinstance(data, list) and len(data) == 1:
+            data = data[0]
+        row = status_table([data]).to_pylist()[0]
+    except (OSError, ValueError, TypeError, AttributeError, SchemaMismatchError):
+        return None
+    details = data.get("details")
+    if isinstance(details, dict) and details:
+        row["details"] = details
+    return row

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from pathlib import Path
+
+from voxtell.text.prompts_file import read_prompts_file
 
 log = logging.getLogger(__name__)
 
@@ -30,29 +31,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--allow-download", action="store_true", help="fetch the encoder from the hub if not cached")
     p.set_defaults(func=run)
-
-
-def read_prompts_file(path: Path) -> list[str]:
-    """Prompts from a text file (one per line) or JSONL (objects with a ``prompt`` key)."""
-    from voxtell.errors import InputError
-
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read prompts file {path} ({exc}); give a UTF-8 text or JSONL file") from exc
-    prompts: list[str] = []
-    for n, line in enumerate(text.splitlines(), start=1):
-        line = line.strip()
-        if not line:
-            continue
-        if path.suffix == ".jsonl":
-            try:
-                prompts.append(str(json.loads(line)["prompt"]))
-            except (ValueError, KeyError, TypeError) as exc:
-                raise InputError(f"{path} line {n}: not a JSON object with a 'prompt' field ({exc})") from exc
-        else:
-            prompts.append(line)
-    return prompts
 
 
 def run(args: argparse.Namespace) -> int:
