@@ -31,7 +31,9 @@ COMMAND_MODULES = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="voxtell", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="voxtell", description="VoxTell at cohort scale: DICOM, reports, prompts, masks and statistics."
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -13,7 +13,6 @@ execution is refused (``UnsafeCheckpointError``), never run. Plain numpy scalars
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import importlib
 import json
 import logging
@@ -27,6 +26,7 @@ from typing import Any, Mapping
 import torch
 
 from voxtell.errors import ConfigError
+from voxtell.io.hashing import file_sha256
 from voxtell.io.atomic import atomic_path, write_json_atomic
 from voxtell.model.config import NetworkConfig, config_from_plans
 from voxtell.model.errors import (
@@ -123,15 +123,11 @@ class LoadedModel:
 
 # ---------------------------------------------------------------------------- hashing
 def weights_sha256(path: str | os.PathLike) -> str:
-    """sha256 of a file (the checkpoint), read in 8 MiB blocks."""
-    digest = hashlib.sha256()
+    """sha256 of the checkpoint file (the model's identity everywhere in the pipeline)."""
     try:
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(8 * 1024 * 1024), b""):
-                digest.update(block)
+        return file_sha256(path)
     except FileNotFoundError:
         raise ModelNotFoundError(f"checkpoint {path} does not exist") from None
-    return digest.hexdigest()
 
 
 # ---------------------------------------------------------------------------- reading
