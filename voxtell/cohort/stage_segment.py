@@ -130,8 +130,11 @@ def run_segment_shard(
             summary.add(previous, reused=True)
             continue
         marker.unlink(missing_ok=True)
+        # Outside the per-study try: a missing or damaged model or bank is the job's fault,
+        # not the study's; it must fail the job (and leave no done marker) so a rerun retries.
+        predictor = lazy.get()
         try:
-            manifest = lazy.get().predict_to_folder(
+            manifest = predictor.predict_to_folder(
                 st.details(conv)["image"], [p.as_job_entry() for p in prompts], out_dir, study_id=task.study_id
             )
         except VoxTellError as exc:
