@@ -144,3 +144,79 @@ def test_keep_negated_false_omits_negated_statements():
     assert [f.negated for f in extract_findings(text, "S")] == [True, False]
     kept = extract_findings(text, "S", FindingsConfig(keep_negated=False))
     assert [f.prompt for f in kept] == ["5 mm nodule in the left lower lobe"]
+
+
+# ---- organ-system subheadings ("Mediastinum and lymph nodes:", "LIVER:") ----------------
+
+SUBHEADING_REPORTS = ("r44_ct_chest_subheadings.txt", "r45_ct_abdomen_caps_subheadings.txt",
+                      "r46_pet_ct_subheading_lists.txt", "r47_mr_breast_subheadings.txt")
+
+
+def test_subheadings_are_never_findings(labelled):
+    """Every present finding in the subheading reports is a labelled present sentence."""
+    wrong = []
+    for name in SUBHEADING_REPORTS:
+        _text, gold, findings = labelled[name]
+        for f in findings:
+            if not f.negated and not any(_overlaps(f, g) and g["label"] == "present" for g in gold):
+                wrong.append(f"{name}: {f.sentence!r} -> {f.prompt!r}")
+            assert not f.sentence.endswith(":"), f.sentence
+    assert not wrong, "\n".join(wrong)
+
+
+def test_subheading_text_is_kept_only_where_the_sentence_names_no_anatomy():
+    text = ("FINDINGS:\nLIVER:\nThere is a 2 cm lesion.\nLungs: 8 mm nodule in the RUL.\n"
+            "Mediastinum and lymph nodes: No enlarged nodes.\nRight breast: Irregular mass, 14 mm.\n")
+    findings = extract_findings(text, "S")
+    by_sentence = {f.sentence: f for f in findings}
+    liver = by_sentence["There is a 2 cm lesion."]
+    assert liver.prompt == "Liver: There is a 2 cm lesion" and "liver" in liver.concepts
+    lung = by_sentence["8 mm nodule in the RUL."]
+    assert lung.prompt == "8 mm nodule in the right upper lobe" and not lung.negated
+    assert text[lung.char_start : lung.char_end] == lung.sentence  # label excluded from the span
+    nodes = by_sentence["No enlarged nodes."]
+    assert nodes.negated and nodes.prompt != "Mediastinum and lymph nodes"
+    breast = by_sentence["Irregular mass, 14 mm."]
+    assert breast.prompt.startswith("Right breast: ") and breast.laterality == "right"
+    assert len([f for f in findings if not f.negated]) == 3
+
+
+def test_clauses_and_target_labels_are_not_subheadings():
+    text = ("FINDINGS: There are two lesions: one in segment 7 measuring 2 cm.\n\nTARGET:\n"
+            "GTV: 1.9 cm nodule in the RLL.\nCTV high risk: GTV plus 5 mm.\n")
+    findings = [f for f in extract_findings(text, "S") if not f.negated]
+    assert findings[0].sentence.startswith("There are two lesions:")
+    gtv = next(f for f in findings if f.sentence.startswith("GTV:"))  # label kept in the span
+    assert gtv.prompt == "1.9 cm nodule in the right lower lobe"
+
+
+def _demo_report(lesions, study):
+    import numpy as np
+
+    from voxtell.data.phantoms import Lesion, Phantom
+    from voxtell.data.reports import write_report
+
+    shape = (4, 4, 4)
+    phantom = Phantom(study, np.zeros(shape, np.int16), np.zeros(shape, np.uint8), np.diag([5.0, 5.0, 5.0, 1.0]), "RAS",
+                      tuple(Lesion(k, s, loc, d, (0.0, 0.0, 0.0)) for k, s, loc, d in lesions))
+    return write_report(phantom, study, seed=3)
+
+
+@pytest.mark.parametrize("lesions", [
+    [("lung_nodule", "left", "left upper lobe", 12.0), ("lung_nodule", "left", "left upper lobe", 12.0),
+     ("liver_lesion", "right", "right hepatic lobe", 22.0), ("adrenal_lesion", "left", "left adrenal gland", 21.0)],
+    [("lymph_node", None, "aortocaval", 14.0), ("lymph_node", None, "mediastinal", 17.0)],
+    [],
+])
+def test_demo_reports_give_exactly_their_findings(lesions):
+    """The demo's report format (organ subheadings, numbered impression) scored against its truth."""
+    report = _demo_report(lesions, "demo1")
+    findings = extract_findings(report.text, "demo1")
+    present = [f for f in findings if not f.negated]
+    truth = [s.sentence for s in report.findings]
+    assert sorted(f.sentence for f in present) == sorted(truth * 2)  # FINDINGS + IMPRESSION
+    first = [f for f in present if f.section == "findings"]
+    assert all(f.duplicate_of is None for f in first)  # two same-size LUL nodules are two
+    linked = [f.duplicate_of for f in present if f.section == "impression"]
+    assert sorted(linked) == sorted(f.finding_id for f in first)  # each summary line -> its own finding
+    assert not any("Mediastinum" in f.prompt for f in present if "aortocaval" in f.prompt)

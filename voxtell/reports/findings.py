@@ -6,6 +6,14 @@ one such concept is asserted present; otherwise it is kept with ``negated=True``
 ``assertion``: negated, normal, resolved or historical) so that a research table can
 count what was ruled out - set ``keep_negated=False`` to omit those. Sentences that only
 name anatomy ("The liver is normal in size") and recommendations are not findings.
+
+Organ-system subheadings ("Mediastinum and lymph nodes:", "LIVER:") are never findings;
+the sentences under them are. A prompt starts with the subheading ("Liver: There is a 2 cm
+lesion") only when its sentence names no anatomy of its own - otherwise the sentence says
+where, and the subheading could only mislead ("aortocaval node" under "Mediastinum and
+lymph nodes:"). Its finding concepts carry over to the sentences below only for a list lead
+("Pulmonary nodules:" above "- RUL 11 mm") or a subheading that names nothing but findings
+("Lymph nodes: subcarinal 15 mm"), and then only to a sentence with a concept or a size.
 The workflow segments findings with ``negated == False`` and ``duplicate_of is None``.
 """
 
@@ -81,37 +89,55 @@ def extract_findings(text: str, study_id: str, config: FindingsConfig | None = N
     work = analysis_text(text[: config.max_chars])
     raw: list[dict] = []
     abbreviations: dict[str, str] = {}
-    lead: tuple[str, str, tuple] | None = None  # "Multiple pulmonary nodules:" before a list
+    lead: tuple[str, _Context] | None = None  # "Multiple pulmonary nodules, as follows:" before a list
+    labels: dict[tuple[int, int], _Context] = {}
     for block in split_blocks(work, config.max_block_chars):
         if block.section not in config.keep_sections:
             continue
         block_text = work[block.start : block.end]
-        if lead is not None and (block.kind != "item" or lead[0] != block.section):
+        if lead is not None and (block.kind != "item" or lead[0] != block.section or block.label is not None):
             lead = None
         # wrapped lines are one paragraph: newline -> space (same length, offsets kept)
         doc = pipe.make_doc(block_text.replace("\n", " "))
         matches = pipe.match_concepts(doc)
         lead_findings = [m for m in matches if m.concept.is_finding]
         if block.kind == "paragraph" and block_text.rstrip().endswith(":") and lead_findings:
-            lead = (block.section, block_text.rstrip()[:-1].strip(), tuple(lead_findings))
-        inherited = lead if (block.kind == "item" and lead is not None) else None
-        if not lead_findings and inherited is None:
+            lead = (block.section, _Context(block_text.rstrip()[:-1].strip(), (), tuple(lead_findings), True))
+        context = None
+        if block.label is not None:
+            context = labels.get(block.label)
+            if context is None:
+                context = labels[block.label] = _label_context(pipe, work, block.label)
+            # a subheading's finding concepts apply below it only when it is a list lead
+            # ("Pulmonary nodules:" above "- RUL 11 mm") or names nothing but findings
+            # ("Lymph nodes: subcarinal 15 mm"); "Mediastinum and lymph nodes:" is an organ system
+            inherit = bool(context.findings) and (
+                (block.label_above and block.kind == "item") or not context.anatomy
+            )
+            context = _replace(context, inherit=inherit)
+        elif block.kind == "item" and lead is not None:
+            context = lead[1]
+        if not lead_findings and (context is None or not context.inherit):
             continue  # nothing segmentable: skip sentence splitting (most of the cost)
         doc = pipe.process(doc)
         for abbr in getattr(doc._, "abbreviations", []):
             if abbr._.long_form is not None:
                 abbreviations[abbr.text] = abbr._.long_form.text
         for sent in doc.sents:
-            item = _analyse_sentence(sent, matches, work, block.start, block.section, config, inherited)
+            item = _analyse_sentence(sent, matches, work, block.start, block.section, config, context)
             if item is not None:
                 raw.append(item)
     findings: list[Finding] = []
+    where: list[frozenset[str]] = []  # concepts plus the subheading's anatomy, per finding
     expand = _expander(pipe, tuple(sorted(abbreviations.items()))) if config.expand_abbreviations else (lambda s: s)
     for item in raw:
-        prompt = _clean_prompt(expand(item.pop("prompt_text")))
+        # target labels go before abbreviations are expanded ("GTV:" would become "gross tumor volume:")
+        prompt = _clean_prompt(expand(_TARGET_LABEL.sub("", _LEADING_MARKER.sub("", item.pop("prompt_text")))))
+        context = item.pop("context")
         item["sentence"] = text[item["char_start"] : item["char_end"]]
         if not prompt:
             continue
+        where.append(context)
         findings.append(
             Finding(
                 finding_id=f"{study_id}-f{len(findings):03d}",
@@ -120,12 +146,41 @@ def extract_findings(text: str, study_id: str, config: FindingsConfig | None = N
                 **item,
             )
         )
-    return _link_duplicates(findings, config.duplicate_similarity)
+    return _link_duplicates(findings, where, config.duplicate_similarity)
 
 
-def _analyse_sentence(sent, matches, work: str, offset: int, section: str, config: FindingsConfig, inherited=None) -> dict | None:
-    """A finding dict for one sentence, or None; ``inherited`` = (section, lead text, lead concepts)
-    of the line that introduced a list ("Pulmonary nodules:" / "- RUL 11 mm")."""
+@dataclass(frozen=True)
+class _Context:
+    """What a subheading or list lead contributes to the sentences under it.
+
+    ``text`` prefixes the prompt when the sentence needs it; ``anatomy`` says where (used
+    when the sentence itself names no anatomy: "Right breast: Irregular mass ..."); the
+    ``findings`` concepts count for the sentence only when ``inherit`` is set.
+    """
+
+    text: str
+    anatomy: tuple[ConceptMatch, ...]
+    findings: tuple[ConceptMatch, ...]
+    inherit: bool = False
+
+
+def _label_context(pipe: ReportPipeline, work: str, span: tuple[int, int]) -> _Context:
+    """The concepts of a subheading ("Mediastinum and lymph nodes") and its prompt text."""
+    label = work[span[0] : span[1]].replace("\n", " ")
+    matches = pipe.match_concepts(pipe.make_doc(label))
+    if label.isupper() and len(label) > 4:  # "HEAD AND NECK" -> "Head and neck"
+        label = label[0] + label[1:].lower()
+    return _Context(
+        label,
+        tuple(m for m in matches if not m.concept.is_finding),
+        tuple(m for m in matches if m.concept.is_finding),
+    )
+
+
+def _analyse_sentence(sent, matches, work: str, offset: int, section: str, config: FindingsConfig,
+                      context: _Context | None = None) -> dict | None:
+    """A finding dict for one sentence, or None; ``context`` is the subheading or list lead
+    above the sentence ("Liver:" / "Pulmonary nodules:" above "- RUL 11 mm")."""
     s0, s1 = sent.start_char, sent.end_char
     text = sent.text
     lead = len(text) - len(text.lstrip())
@@ -137,21 +192,39 @@ def _analyse_sentence(sent, matches, work: str, offset: int, section: str, confi
     inside = [m for m in matches if m.start >= s0 and m.end <= s1]
     if _RECOMMENDATION.search(sentence):
         return None
-    prefix = ""
-    if inherited is not None:
-        # a list item under "Multiple pulmonary nodules:": the lead's concepts apply to it
-        prefix = inherited[1] + ": "
-        inside = [ConceptMatch(s0, s0, m.concept, m.abbreviation) for m in inherited[2]] + inside
-    elif not any(m.concept.is_finding for m in inside):
-        return None
     assertions = assert_spans(sentence, [(m.start - s0, m.end - s0) for m in inside])
-    present = [(m, a) for m, a in zip(inside, assertions) if a.present]
+    pairs = list(zip(inside, assertions))
+    own_finding = any(m.concept.is_finding for m in inside)
+    inherited: list = []
+    if context is not None and context.inherit and (inside or parse_measurements_mm(sentence)):
+        # "- RUL 11 mm" under "Pulmonary nodules:": the lead's findings take the item's assertion
+        if pairs:
+            present_own = [a for _m, a in pairs if a.present]
+            assertion = present_own[0] if present_own else pairs[0][1]
+        else:
+            assertion = assert_spans(sentence, [(0, len(sentence))])[0]
+        inherited = [(ConceptMatch(s0, s0, m.concept, m.abbreviation), assertion) for m in context.findings]
+    if not own_finding and not inherited:
+        return None
+    prefix = ""
+    # the subheading goes in front of the prompt only when the sentence names no anatomy
+    # itself, or relies on the lead's finding ("LIVER: There is a 2 cm lesion." -> "Liver:
+    # There is a 2 cm lesion"); otherwise the sentence says where ("aortocaval lymph node"
+    # under "Mediastinum and lymph nodes:") and the subheading would only mislead the model
+    context_anatomy = [m.concept.name for m in context.anatomy] if context is not None else []
+    extra: list[str] = []
+    if inherited or (context_anatomy and not any(not m.concept.is_finding for m in inside)):
+        prefix = context.text + ": "
+        extra = context_anatomy
+    pairs = inherited + pairs
+    present = [(m, a) for m, a in pairs if a.present]
     present_findings = [(m, a) for m, a in present if m.concept.is_finding]
-    finding_pairs = [(m, a) for m, a in zip(inside, assertions) if m.concept.is_finding]
+    finding_pairs = [(m, a) for m, a in pairs if m.concept.is_finding]
     if present_findings:
         negated, label = False, "present"
         named = [m for m, _a in present]
-        cut = _negated_tail(sentence, [(m.start - s0, m.end - s0) for m, _a in present])
+        own_present = [(m.start - s0, m.end - s0) for m, _a in present if m.end > s0]
+        cut = _negated_tail(sentence, own_present) if own_present else len(sentence)
     else:
         if not config.keep_negated:
             return None
@@ -160,7 +233,7 @@ def _analyse_sentence(sent, matches, work: str, offset: int, section: str, confi
         cut = len(sentence)
     # uncertainty is a property of the statement: "mass, likely renal cell carcinoma"
     uncertain = any(t.category == UNCERTAIN and t.start < cut for t in find_triggers(sentence))
-    concepts = tuple(dict.fromkeys(m.concept.name for m in named))
+    concepts = tuple(dict.fromkeys([m.concept.name for m in named] + extra))
     prompt_text = prefix + sentence[:cut]
     return {
         "sentence": sentence,  # replaced by the original characters in extract_findings
@@ -173,6 +246,7 @@ def _analyse_sentence(sent, matches, work: str, offset: int, section: str, confi
         "assertion": label,
         "concepts": concepts,
         "measurements_mm": tuple(parse_measurements_mm(prompt_text)),
+        "context": frozenset(concepts).union(context_anatomy),  # for duplicate links only
     }
 
 
@@ -226,30 +300,41 @@ def _tokens(prompt: str) -> frozenset[str]:
     return frozenset(w for w in _WORD.findall(prompt.lower()) if w not in _STOP)
 
 
-def _link_duplicates(findings: list[Finding], threshold: float) -> list[Finding]:
-    """Link a present finding to an earlier present one that says the same thing."""
+def _link_duplicates(findings: list[Finding], where: list[frozenset[str]], threshold: float) -> list[Finding]:
+    """Link a present finding to the earlier present one that says the same thing most closely
+    (the best match, so that two impression lines about two lesions link to two findings).
+    ``where`` holds each finding's concepts plus those of the subheading it stands under."""
     out: list[Finding] = []
-    for f in findings:
-        dup = None
+    for i, f in enumerate(findings):
+        dup, best = None, -1.0
         if not f.negated:
-            for g in out:
-                if g.negated or g.duplicate_of is not None:
+            for j, g in enumerate(out):
+                if g.negated or g.duplicate_of is not None or not _same_finding(f, g, threshold, where[i], where[j]):
                     continue
-                if _same_finding(f, g, threshold):
-                    dup = g.finding_id
-                    break
+                score = _jaccard(_tokens(f.prompt), _tokens(g.prompt))
+                if score > best:
+                    dup, best = g.finding_id, score
         out.append(f if dup is None else _replace(f, duplicate_of=dup))
     return out
 
 
-def _same_finding(a: Finding, b: Finding, threshold: float) -> bool:
+def _jaccard(a: frozenset[str], b: frozenset[str]) -> float:
+    return len(a & b) / len(a | b) if a and b else 0.0
+
+
+#: Two sentences of one section are one finding only when they say nearly the same words:
+#: "A 12 mm nodule in the LUL." and "There is a 12 mm solid nodule in the LUL." are two nodules.
+SAME_SECTION_SIMILARITY = 0.9
+
+
+def _same_finding(a: Finding, b: Finding, threshold: float, ca: frozenset[str], cb: frozenset[str]) -> bool:
     """Near-duplicate test, guarded by size: two lesions of different size are two lesions."""
     if a.measurements_mm and b.measurements_mm and abs(a.measurements_mm[0] - b.measurements_mm[0]) > 1.0:
         return False
     ta, tb = _tokens(a.prompt), _tokens(b.prompt)
     if ta and tb:
         shared = len(ta & tb)
-        if shared / len(ta | tb) >= threshold:
+        if shared / len(ta | tb) >= (threshold if a.section != b.section else max(threshold, SAME_SECTION_SIMILARITY)):
             return True
         # an impression line contained in a findings sentence ("Acute right MCA infarct")
         if a.section != b.section and min(len(ta), len(tb)) >= 3 and shared / min(len(ta), len(tb)) >= 0.75:
@@ -259,7 +344,6 @@ def _same_finding(a: Finding, b: Finding, threshold: float) -> bool:
     # link an IMPRESSION/CONCLUSION line to the FINDINGS sentence it summarises
     if a.laterality and b.laterality and a.laterality != b.laterality:
         return False
-    ca, cb = set(a.concepts), set(b.concepts)
     shared = len(ca & cb)
     if shared and a.measurements_mm and b.measurements_mm:
         return True  # same size (checked above) and a shared concept

@@ -6,12 +6,21 @@ organ labels ("Liver: ...") and numbered or bulleted items start new paragraphs 
 section; fixed-width exports wrap sentences over several lines. This module turns the
 working text (see :func:`voxtell.reports.textio.analysis_text`) into :class:`Block` spans
 without changing a character, so sentence offsets stay offsets into the original report.
+
+Organ-system subheadings inside a section ("Mediastinum and lymph nodes:", "LIVER:",
+"Lungs and pleura: ...") are labels, not text: the block starts after the colon and keeps
+the label's span in :attr:`Block.label`, so a subheading that names a concept ("lymph
+nodes") can never become a finding by itself. A label on its own line applies to the
+blocks below it until the next label, section header or blank line, or a paragraph after
+the list items it introduced; a label followed by
+text on the same line applies to that paragraph only. Radiotherapy target labels ("GTV:",
+"CTV-HR:") are not subheadings: they name the target the sentence describes.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 #: Header phrase (lower case, single spaces) -> canonical section name.
 HEADERS: dict[str, str] = {}
@@ -61,6 +70,17 @@ for _section, _words in _SECTION_WORDS.items():
 _LIST_MARKER = re.compile(r"[ \t]*(?:[-*\u2022\u00b7\u2023\u25aa\u2013\u25cf>]|\(?\d{1,2}[.)]|\(?[a-hA-H][.)])[ \t]+")
 _HEADER = re.compile(r"(?P<h>[A-Za-z][A-Za-z /&()\-]{0,48}?)[ \t]*(?::|[ \t][-\u2013][ \t]|$)")
 _LABEL = re.compile(r"[A-Za-z][A-Za-z0-9 /&()_\-]{0,38}:[ \t]")
+#: "Lungs and pleura:", "LIVER:", "Head and neck:" at the start of a line (after a list marker).
+_SUBHEADING = re.compile(r"(?P<label>[A-Za-z][A-Za-z ,/&()'\-]{0,44}?)[ \t]*:(?=[ \t]|$)")
+#: Radiotherapy target labels stay part of the sentence ("GTV: 1.9 cm nodule", "CTV-HR: ...").
+_TARGET_LABEL = re.compile(r"(?:[GCPI]TV|IGTV|boost)\w*(?:[ _\-]\w+){0,3}", re.IGNORECASE)
+#: Words that make a "label:" a clause ("There are two lesions:"), not a subheading.
+_CLAUSE_WORDS = frozenset(
+    "there here is are was were be been the a an this these those it its has have had with without "
+    "measuring measures shows show showed demonstrates demonstrate seen noted no not note which that "
+    "following follows including include includes see".split()
+)
+_MAX_LABEL_WORDS = 6
 _TERMINAL = re.compile(r"[.!?:;][\"')\]]*[ \t]*$")
 _JOINERS = {
     "the", "a", "an", "of", "in", "at", "on", "to", "and", "or", "with", "without", "by",
@@ -76,6 +96,12 @@ class Block:
     end: int
     section: str
     kind: str  # "paragraph" or "item"
+    #: (start, end) of the organ-system subheading that applies to this block, without its
+    #: colon ("Liver" of "Liver: 2 cm lesion." or of a "LIVER:" line above), else None.
+    label: tuple[int, int] | None = None
+    #: True when the label stands on its own line above the block (a list lead such as
+    #: "Pulmonary nodules:" above "- RUL 11 mm"), False when it starts the block's line.
+    label_above: bool = False
 
 
 def header_section(phrase: str) -> str | None:
@@ -94,19 +120,37 @@ def _is_title(line: str) -> bool:
     return bool(letters) and not any(c.islower() for c in letters) and not _TERMINAL.search(line) and len(line) <= 100
 
 
+def subheading_span(work: str, offset: int, line_end: int) -> tuple[int, int] | None:
+    """Span of an organ-system subheading at ``offset`` ("Lungs and pleura" of "Lungs and
+    pleura: ..."), or None when the text there is a clause, a target label or a section header."""
+    m = _SUBHEADING.match(work, offset, line_end)
+    if not m:
+        return None
+    label = m.group("label").strip()
+    words = re.findall(r"[A-Za-z']+", label.lower())
+    if not words or len(words) > _MAX_LABEL_WORDS or _CLAUSE_WORDS.intersection(words):
+        return None
+    if _TARGET_LABEL.fullmatch(label) or header_section(label) is not None:
+        return None
+    return m.start("label"), m.start("label") + len(label)
+
+
 def split_blocks(work: str, max_block_chars: int = 4_000) -> list[Block]:
     """Split the working text into blocks with their section (see module docstring)."""
     blocks: list[Block] = []
     section = "body"
-    cur: list[int] | None = None  # [start, end, kind]
+    cur: list | None = None  # [start, end, label, label_above]
     cur_kind = "paragraph"
     prev_line = ""
     title: Block | None = None  # first line without final punctuation, before any header
+    above: tuple[int, int] | None = None  # a subheading on its own line ("LIVER:")
+    above_used: str | bool = False  # kind of the last block under ``above`` (False: none yet)
 
     def flush() -> None:
         nonlocal cur
         if cur is not None and cur[1] > cur[0]:
-            blocks.extend(_cut(work, Block(cur[0], cur[1], section, cur_kind), max_block_chars))
+            block = Block(cur[0], cur[1], section, cur_kind, cur[2], cur[3])
+            blocks.extend(_cut(work, block, max_block_chars))
         cur = None
 
     pos = 0
@@ -120,6 +164,8 @@ def split_blocks(work: str, max_block_chars: int = 4_000) -> list[Block]:
         stripped = line.strip()
         if not stripped:
             flush()
+            if above_used:
+                above = None
             prev_line = ""
             continue
         offset = start + (len(line) - len(line.lstrip()))
@@ -130,12 +176,14 @@ def split_blocks(work: str, max_block_chars: int = 4_000) -> list[Block]:
             kind = "item"
         header = _HEADER.match(work, offset, line_end)
         new_section = header_section(header.group("h")) if header else None
+        label: tuple[int, int] | None = None
         if header and new_section is not None:
             flush()
             if title is not None and title in blocks:
                 blocks.remove(title)  # "MRI brain tumour protocol" was the report's title
             title = None
             section = new_section
+            above = None
             offset = header.end()
             while offset < line_end and work[offset] in " \t":
                 offset += 1
@@ -143,12 +191,25 @@ def split_blocks(work: str, max_block_chars: int = 4_000) -> list[Block]:
                 prev_line = ""
                 continue
             kind = "paragraph"
-        elif section == "body" and kind == "paragraph" and not blocks and cur is None and _is_title(stripped):
-            prev_line = ""  # report title ("CT CHEST WITH CONTRAST"): not a finding
-            continue
+        else:
+            label = subheading_span(work, offset, line_end)
+            if label is not None:
+                flush()
+                offset = label[1] + 1  # past the colon
+                while offset < line_end and work[offset] in " \t":
+                    offset += 1
+                if offset >= line_end:  # "LIVER:" alone: labels the blocks below
+                    above, above_used = label, False
+                    prev_line = line
+                    continue
+                above = None  # "Spleen: normal." ends the scope of a "LIVER:" line above
+            elif section == "body" and kind == "paragraph" and not blocks and cur is None and _is_title(stripped):
+                prev_line = ""  # report title ("CT CHEST WITH CONTRAST"): not a finding
+                continue
         content_end = start + len(line.rstrip())
         continues = (
             cur is not None
+            and label is None
             and kind == "paragraph"
             and not _LABEL.match(work, offset, line_end)
             and not _TERMINAL.search(prev_line)
@@ -158,9 +219,20 @@ def split_blocks(work: str, max_block_chars: int = 4_000) -> list[Block]:
             cur[1] = content_end
         else:
             flush()
-            if not blocks and cur is None and section == "body" and not _TERMINAL.search(stripped) and len(stripped) <= 80:
+            if not blocks and cur is None and section == "body" and label is None and above is None \
+                    and not _TERMINAL.search(stripped) and len(stripped) <= 80:
                 title = Block(offset, content_end, section, kind)
-            cur = [offset, content_end]
+            if label is not None:
+                cur = [offset, content_end, label, False]
+            elif above is not None and not (kind == "paragraph" and above_used == "item"):
+                cur = [offset, content_end, above, True]
+                above_used = kind  # truthy: a blank line now ends the scope
+            elif above is not None:
+                # a paragraph after the list under "Pulmonary nodules:" is outside the list
+                above = None
+                cur = [offset, content_end, None, False]
+            else:
+                cur = [offset, content_end, None, False]
             cur_kind = kind
         prev_line = line
     flush()
@@ -180,10 +252,10 @@ def _cut(work: str, block: Block, limit: int) -> list[Block]:
             cut = window.rfind(" ")
         if cut <= 0:
             cut = limit - 1
-        pieces.append(Block(start, start + cut + 1, block.section, block.kind))
+        pieces.append(replace(block, start=start, end=start + cut + 1))
         start += cut + 1
         while start < block.end and work[start].isspace():
             start += 1
     if start < block.end:
-        pieces.append(Block(start, block.end, block.section, block.kind))
+        pieces.append(replace(block, start=start))
     return pieces
