@@ -1,0 +1,257 @@
+"""Training mechanics on real phantoms, the real `small` network and the real MiniLM encoder.
+
+Fast by construction: three phantoms, batch 1, one or two prompts per patch, a handful of
+steps. Convergence to the Dice targets is in tests/test_training_slow.py (marked slow).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from voxtell.data.cohorts import write_phantom_dataset
+from voxtell.data.phantoms import LABELS, PhantomConfig
+from voxtell.data.vocabulary import PHANTOM_VOCABULARY, Vocabulary
+from voxtell.training.config import TrainConfig
+from voxtell.training.dataset import (
+    EmptyDatasetError,
+    GridMismatchError,
+    UnknownLabelError,
+    load_training_data,
+    open_dataset,
+)
+from voxtell.training.losses import deep_supervision_loss, dice_bce, scale_weights
+from voxtell.training.retrain import compare, promote, retrain
+from voxtell.training.sampling import PatchSampler, PromptTable
+from voxtell.training.trainer import BANK, CHECKPOINT, STATE_DIR, build_embedding_table, train
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+#: A small vocabulary for the retraining test (few concepts keep evaluation cheap).
+SMALL_VOCAB = Vocabulary.from_dict({
+    "negative_prompts": ["brain"],
+    "concepts": [
+        {"name": "body", "labels": [v for k, v in LABELS.items() if k != "background"], "prompts": ["patient body"],
+         "eval_prompts": ["body contour"]},
+        {"name": "left kidney", "labels": ["kidney_left"], "prompts": ["kidney left"], "eval_prompts": ["left-sided kidney"]},
+        {"name": "adrenal lesion", "labels": ["adrenal_lesion"], "prompts": ["adrenal mass"],
+         "eval_prompts": ["suprarenal mass"], "kind": "lesion"},
+    ],
+})
+
+FAST = TrainConfig(max_steps=3, batch_size=1, prompts_per_patch=2, val_every=0, val_cases=0, checkpoint_every=2,
+                   seed=3, deterministic=True, optimizer="adamw", lr=1e-3)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("phantoms")
+    write_phantom_dataset(root, 3, seed=1)
+    return root
+
+
+@pytest.fixture(scope="module")
+def bank(tmp_path_factory) -> Path:
+    """All phantom-vocabulary prompts embedded once with the real MiniLM encoder."""
+    path = tmp_path_factory.mktemp("bank") / "bank.npz"
+    build_embedding_table(PHANTOM_VOCABULARY, FAST.text_encoder, 384, path)
+    build_embedding_table(SMALL_VOCAB, FAST.text_encoder, 384, path)
+    return path
+
+
+def _copy_dataset(src: Path, dst: Path) -> Path:
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst
+
+
+# ----------------------------------------------------------------------------- data errors
+def test_label_missing_from_vocabulary_fails_before_compute(dataset, tmp_path):
+    vocab = Vocabulary(tuple(c for c in PHANTOM_VOCABULARY.concepts if c.name not in ("spleen", "body")))
+    with pytest.raises(UnknownLabelError, match="spleen"):
+        train(dataset, vocab, tmp_path / "m", FAST)
+    assert not (tmp_path / "m").exists()  # nothing was written: no compute happened
+
+
+def test_label_value_not_declared_is_a_typed_error(dataset, tmp_path):
+    ds = _copy_dataset(dataset, tmp_path / "ds")
+    lab_path = ds / "labelsTr" / "phantom_0000.nii.gz"
+    lab = nib.load(lab_path)
+    arr = np.asarray(lab.dataobj).copy()
+    arr[0, 0, 0] = 42
+    nib.save(nib.Nifti1Image(arr, lab.affine, lab.header), lab_path)
+    with pytest.raises(UnknownLabelError, match="42"):
+        load_training_data(ds, PHANTOM_VOCABULARY, (64, 64, 64), progress=False)
+
+
+def test_grid_mismatch_fails_from_headers(dataset, tmp_path):
+    ds = _copy_dataset(dataset, tmp_path / "ds")
+    lab_path = ds / "labelsTr" / "phantom_0001.nii.gz"
+    lab = nib.load(lab_path)
+    affine = lab.affine.copy()
+    affine[:3, :3] *= 1.5
+    nib.save(nib.Nifti1Image(np.asarray(lab.dataobj), affine), lab_path)
+    with pytest.raises(GridMismatchError, match="phantom_0001"):
+        train(ds, PHANTOM_VOCABULARY, tmp_path / "m", FAST)
+    assert not (tmp_path / "m").exists()
+
+
+def test_empty_dataset(tmp_path):
+    (tmp_path / "imagesTr").mkdir()
+    (tmp_path / "labelsTr").mkdir()
+    (tmp_path / "dataset.json").write_text(json.dumps({"labels": {"background": 0, "liver": 1},
+                                                       "channel_names": {"0": "CT"}, "file_ending": ".nii.gz"}))
+    with pytest.raises(EmptyDatasetError):
+        open_dataset(tmp_path, PHANTOM_VOCABULARY)
+
+
+# ----------------------------------------------------------------------------- preprocessing and sampling
+def test_training_data_is_in_inference_network_space(dataset):
+    data = load_training_data(dataset, PHANTOM_VOCABULARY, (64, 64, 64), progress=False)
+    assert {"left kidney", "right kidney", "liver", "body"} <= set(data.concepts)
+    assert "adrenal lesion" not in data.concepts  # not in this dataset's label table
+    for case in data.cases:
+        assert case.image.shape == case.labels.shape and min(case.image.shape) >= 64
+        assert abs(float(case.image.mean())) < 0.5  # z-scored (padding aside)
+        assert case.image[case.labels == LABELS["spine"]].mean() > case.image[case.labels == LABELS["liver"]].mean()
+        # Network space is the RAS array transposed to (z, y, x): axis 2 grows towards the patient's right.
+        xr = np.argwhere(case.labels == LABELS["kidney_right"])[:, 2].mean()
+        xl = np.argwhere(case.labels == LABELS["kidney_left"])[:, 2].mean()
+        assert xr > xl, case.case_id
+
+
+def test_sampler_prompts_and_targets(dataset):
+    data = load_training_data(dataset, PHANTOM_VOCABULARY, (64, 64, 64), progress=False)
+    table = PromptTable(PHANTOM_VOCABULARY.all_prompts())
+    cfg = replace(FAST, batch_size=2, prompts_per_patch=5, foreground_oversample=1.0, negative_fraction=0.4)
+    a = PatchSampler(data, (64, 64, 64), cfg, np.random.default_rng(0), table).sample()
+    b = PatchSampler(data, (64, 64, 64), cfg, np.random.default_rng(0), table).sample()
+    assert np.array_equal(a.images, b.images) and a.prompts == b.prompts  # seeded
+    assert a.images.shape == (2, 1, 64, 64, 64) and a.targets.shape == (2, 5, 64, 64, 64)
+    owner = {}
+    for c in PHANTOM_VOCABULARY.concepts:
+        for p in c.all_train_prompts:
+            owner[p] = c.name
+    eval_prompts = {p for c in PHANTOM_VOCABULARY.concepts for p in c.eval_prompts}
+    n_pos = n_neg = 0
+    for i in range(2):
+        for j, prompt in enumerate(a.prompts[i]):
+            assert prompt not in eval_prompts  # held-out paraphrases never train
+            assert table.prompts[a.prompt_index[i, j]] == prompt
+            if a.targets[i, j].any():
+                n_pos += 1
+                assert prompt in owner
+            else:
+                n_neg += 1
+    assert n_pos >= 1 and n_pos + n_neg == 10
+
+
+def test_losses():
+    target = torch.zeros(1, 2, 8, 8, 8)
+    target[0, 0, 2:6, 2:6, 2:6] = 1
+    good = (target * 2 - 1) * 10
+    bad = -good
+    assert dice_bce(good, target)[0] < 0.05 < dice_bce(bad, target)[0]
+    assert abs(sum(scale_weights(5)) - 1) < 1e-9 and scale_weights(3)[0] > scale_weights(3)[1]
+    outs = [good, torch.nn.functional.avg_pool3d(good[0], 2)[None]]
+    loss, _ = deep_supervision_loss(outs, target)
+    assert loss < 0.2
+
+
+def test_a_few_steps_decrease_the_loss(dataset, bank):
+    """Fit one fixed batch with the real small network: the loss must go down."""
+    from voxtell.model import VoxTellNetwork, get_preset
+
+    torch.manual_seed(0)
+    net = VoxTellNetwork(get_preset("small", deep_supervision=True)).train()
+    data = load_training_data(dataset, PHANTOM_VOCABULARY, (64, 64, 64), progress=False)
+    table, emb = build_embedding_table(PHANTOM_VOCABULARY, FAST.text_encoder, 384, bank)
+    cfg = replace(FAST, prompts_per_patch=2, negative_fraction=0.0, foreground_oversample=1.0)
+    batch = PatchSampler(data, (64, 64, 64), cfg, np.random.default_rng(1), table).sample()
+    opt = torch.optim.AdamW(net.parameters(), lr=3e-3)
+    x, y = torch.from_numpy(batch.images), torch.from_numpy(batch.targets)
+    text = emb[torch.from_numpy(batch.prompt_index)]
+    losses = []
+    for _ in range(4):
+        opt.zero_grad()
+        loss, _ = deep_supervision_loss(net(x, text), y)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < 0.8 * losses[0], losses
+
+
+# ----------------------------------------------------------------------------- checkpoints, resume, model folder
+def test_interrupted_training_resumes_from_last_checkpoint(dataset, bank, tmp_path):
+    from voxtell.model import load_model_dir
+
+    full = train(dataset, PHANTOM_VOCABULARY, tmp_path / "full", FAST, bank=bank, progress=False)
+    assert full.finished and full.step == 3
+
+    part = train(dataset, PHANTOM_VOCABULARY, tmp_path / "part", FAST, bank=bank, progress=False, stop_after=1)
+    assert not part.finished and part.step == 1
+    assert (tmp_path / "part" / STATE_DIR / CHECKPOINT).is_file()
+    assert not (tmp_path / "part" / "voxtell_model.json").exists()
+    steps_seen = []
+    done = train(dataset, PHANTOM_VOCABULARY, tmp_path / "part", FAST, bank=bank, progress=False,
+                 on_step=lambda s, rec: steps_seen.append(s))
+    assert done.finished and steps_seen == [2, 3]  # continued, did not restart
+    history = json.loads((tmp_path / "part" / STATE_DIR / "history.json").read_text())
+    assert [h["step"] for h in history] == [1, 2, 3]
+
+    a, b = load_model_dir(tmp_path / "full"), load_model_dir(tmp_path / "part")
+    for (k, va), vb in zip(a.network.state_dict().items(), b.network.state_dict().values()):
+        assert torch.allclose(va, vb, atol=1e-5), k  # same result as the uninterrupted run
+    meta = b.meta
+    assert meta.preset == "small" and meta.text_encoder == FAST.text_encoder and meta.embedding_dim == 384
+    assert meta.training["steps"] == 3 and meta.training["config"]["seed"] == 3
+    assert meta.training["vocabulary_sha256"] and "left kidney" in meta.training["concepts"]
+    assert (tmp_path / "part" / STATE_DIR / BANK).is_file()
+
+    with pytest.raises(Exception, match="different training config"):
+        train(dataset, PHANTOM_VOCABULARY, tmp_path / "part", replace(FAST, lr=5e-3), bank=bank, progress=False)
+
+
+def test_retrain_writes_versioned_child_and_promotes(tmp_path, bank):
+    base = tmp_path / "base"
+    write_phantom_dataset(base, 2, seed=2)
+    new = tmp_path / "new"
+    write_phantom_dataset(new, 3, seed=2, start=10, config=PhantomConfig(adrenal_lesion_rate=1.0))
+    held = tmp_path / "held"
+    write_phantom_dataset(held, 1, seed=2, start=20, config=PhantomConfig(adrenal_lesion_rate=1.0))
+    cfg = replace(FAST, max_steps=1)
+    parent = train(base, SMALL_VOCAB, tmp_path / "models" / "v1", cfg, bank=bank, progress=False)
+    assert "adrenal lesion" not in parent.meta.training["concepts"]
+    res = retrain(tmp_path / "models" / "v1", new, tmp_path / "models" / "v2", SMALL_VOCAB, cfg, heldout=held,
+                  tolerance=1.0, promote_link=tmp_path / "models" / "current", bank=bank, progress=False)
+    assert res.promoted and res.new_concepts == ("adrenal lesion",) and "left kidney" in res.old_concepts
+    assert set(res.parent_dice) == set(res.child_dice) == {"body", "left kidney", "adrenal lesion"}
+    link = tmp_path / "models" / "current"
+    assert link.is_symlink() and link.resolve() == (tmp_path / "models" / "v2").resolve()
+    meta = json.loads((tmp_path / "models" / "v2" / "voxtell_model.json").read_text())
+    assert meta["parent_sha256"] == parent.meta.sha256
+    assert meta["training"]["retrain_evaluation"]["parent"]["dice"] == res.parent_dice
+    from voxtell.model import load_model_dir
+
+    load_model_dir(tmp_path / "models" / "v2")  # metadata update kept the checksum valid
+
+
+def test_promotion_rule_and_symlink(tmp_path):
+    ok, _ = compare({"liver": 0.9, "spleen": 0.8}, {"liver": 0.86, "spleen": 0.9, "adrenal": 0.7}, ["liver", "spleen"], 0.05)
+    assert ok
+    ok, reason = compare({"liver": 0.9}, {"liver": 0.84}, ["liver"], 0.05)
+    assert not ok and "liver" in reason
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    promote(tmp_path / "current", tmp_path / "a")
+    promote(tmp_path / "current", tmp_path / "b")
+    assert (tmp_path / "current").resolve() == (tmp_path / "b").resolve()
+    assert not os.path.isabs(os.readlink(tmp_path / "current"))

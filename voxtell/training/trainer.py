@@ -1,0 +1,341 @@
+"""The training loop: data checks, embeddings from a bank, patches + prompts, Dice+BCE
+on every deep-supervision scale, SGD/AdamW with polynomial decay, periodic validation,
+checkpoints with exact resume, and a model folder with its provenance at the end.
+
+The text encoder never runs inside the loop: every vocabulary prompt (training
+paraphrases, held-out paraphrases, negatives) is embedded once into
+``<out>/training/embeddings.npz`` before the first step; the loop indexes that matrix.
+
+Resume: ``<out>/training/checkpoint_latest.pt`` holds weights, optimizer, step, elapsed
+time, history and the random states of the sampler and of torch, so an interrupted run
+continues where its last checkpoint left off (in deterministic mode, bit for bit on the
+same machine and thread count).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from voxtell.data.vocabulary import Vocabulary
+from voxtell.errors import ConfigError
+from voxtell.io.atomic import atomic_path, write_json_atomic
+from voxtell.training.config import TrainConfig
+from voxtell.training.dataset import TrainingData, load_training_data, open_dataset, split_cases
+from voxtell.training.evaluate import evaluate, format_table, mean_dice
+from voxtell.training.losses import deep_supervision_loss
+from voxtell.training.sampling import PatchSampler, PromptTable
+
+log = logging.getLogger(__name__)
+
+STATE_DIR = "training"
+CHECKPOINT = "checkpoint_latest.pt"
+BANK = "embeddings.npz"
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    model_dir: Path
+    finished: bool  # False when stopped early by ``stop_after`` (resume to continue)
+    step: int
+    validation: dict[str, dict] = field(default_factory=dict)
+    val_case_ids: tuple[str, ...] = ()
+    meta: Any = None  # ModelMeta once the model folder is written
+
+
+def _resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("device 'cuda' was requested but no CUDA device is available; use --device cpu")
+    return device
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def vocabulary_sha256(vocab: Vocabulary) -> str:
+    return hashlib.sha256(json.dumps(vocab.to_dict(), sort_keys=True).encode()).hexdigest()
+
+
+def build_embedding_table(vocab: Vocabulary, encoder_id: str, dim: int, bank_path: Path,
+                          extra_banks: Sequence[Path] = ()) -> tuple[PromptTable, torch.Tensor]:
+    """Embed every vocabulary prompt once (reusing any bank that has them) and save the bank."""
+    from voxtell.text.bank import EmbeddingBank, resolve_embeddings
+
+    bank = EmbeddingBank.load(bank_path) if bank_path.is_file() else None
+    for extra in extra_banks:
+        if bank is None and Path(extra).is_file():
+            bank = EmbeddingBank.load(extra)
+    prompts = vocab.all_prompts()
+    emb = resolve_embeddings(prompts, bank=bank, encoder_id=encoder_id, expected_dim=dim)
+    if bank is None:
+        bank = EmbeddingBank(dim=dim, encoder_id=encoder_id)
+        bank.add(prompts, emb)
+    bank_path.parent.mkdir(parents=True, exist_ok=True)
+    bank.save(bank_path)
+    # The bank stores float16; train on exactly the values inference will read back.
+    return PromptTable(prompts), torch.from_numpy(np.asarray(emb, dtype=np.float16).astype(np.float32))
+
+
+def _lr_at(cfg: TrainConfig, progress: float, step: int) -> float:
+    lr = cfg.lr * max(0.0, 1.0 - min(progress, 1.0)) ** cfg.poly_exponent
+    if cfg.warmup_steps and step < cfg.warmup_steps:
+        lr *= (step + 1) / cfg.warmup_steps
+    return lr
+
+
+def _make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=True, weight_decay=cfg.weight_decay)
+
+
+def _schedule_key(cfg: TrainConfig) -> dict[str, Any]:
+    """Fields that must not change between an interrupted run and its resume."""
+    d = cfg.to_dict()
+    for k in ("time_budget_min", "device", "num_threads", "val_every", "checkpoint_every", "model_id"):
+        d.pop(k)
+    return d
+
+
+def _save_checkpoint(path: Path, network, optimizer, step: int, elapsed: float, rng: np.random.Generator,
+                     cfg: TrainConfig, history: list, val_ids: Sequence[str]) -> None:
+    state = {
+        "network": {k: v.detach().cpu() for k, v in network.state_dict().items()},
+        "optimizer": optimizer.state_dict(),
+        "step": step,
+        "elapsed_s": elapsed,
+        "rng_numpy": json.dumps(rng.bit_generator.state),
+        "rng_torch": torch.get_rng_state(),
+        "config": json.dumps(_schedule_key(cfg), sort_keys=True),
+        "history": json.dumps(history),
+        "val_case_ids": list(val_ids),
+    }
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def _load_checkpoint(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def train(
+    data: str | Path,
+    vocabulary: Vocabulary | str | Path,
+    out_dir: str | Path,
+    config: TrainConfig = TrainConfig(),
+    *,
+    val_data: str | Path | None = None,
+    init_from: str | Path | None = None,
+    parent_sha256: str | None = None,
+    bank: str | Path | None = None,
+    resume: bool = True,
+    stop_after: int | None = None,
+    final_validation: bool = True,
+    progress: bool = True,
+    extra_provenance: dict[str, Any] | None = None,
+    on_step: Callable[[int, dict], None] | None = None,
+) -> TrainResult:
+    """Train a VoxTell network on an nnU-Net raw dataset; write a model folder to ``out_dir``.
+
+    ``init_from`` starts from another model folder's weights (retraining). ``stop_after``
+    runs at most that many steps in this call, checkpoints and returns unfinished (for
+    time-limited jobs; call again to resume). Data problems raise before any compute.
+    """
+    from voxtell.model import VoxTellNetwork, get_preset, load_model_dir
+    from voxtell.model.checkpoint import ModelMeta, save_model_dir
+
+    cfg = config
+    out = Path(out_dir)
+    vocab = vocabulary if isinstance(vocabulary, Vocabulary) else Vocabulary.load(vocabulary)
+    # -- checks first: nothing below runs if the data is unusable ------------------------
+    open_dataset(data, vocab)
+    if val_data is not None:
+        open_dataset(val_data, vocab)
+
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    device = _resolve_device(cfg.device)
+    seed_everything(cfg.seed, cfg.deterministic)
+
+    parent_meta = None
+    if init_from is not None:
+        parent = load_model_dir(init_from)
+        parent_meta = parent.meta
+        net_cfg = replace(parent.config, deep_supervision=True)
+        if parent.meta.text_encoder != cfg.text_encoder:
+            cfg = replace(cfg, text_encoder=parent.meta.text_encoder)
+        network = VoxTellNetwork(net_cfg)
+        network.load_state_dict(parent.network.state_dict(), strict=True)
+        parent_sha256 = parent_sha256 or parent.meta.sha256
+        del parent
+    else:
+        net_cfg = get_preset(cfg.preset, deep_supervision=True)
+        network = VoxTellNetwork(net_cfg)
+    network.to(device).train()
+    patch = net_cfg.patch_size
+
+    state_dir = out / STATE_DIR
+    extra_banks = [Path(bank)] if bank else []
+    if init_from is not None:
+        extra_banks.append(Path(init_from) / STATE_DIR / BANK)
+    table, emb_matrix = build_embedding_table(vocab, cfg.text_encoder, net_cfg.text_embedding_dim,
+                                              state_dir / BANK, extra_banks)
+    emb_matrix = emb_matrix.to(device)
+
+    def embed(prompts: Sequence[str]) -> np.ndarray:
+        return emb_matrix[[table[p] for p in prompts]].cpu().numpy()
+
+    everything = load_training_data(data, vocab, patch, progress=progress)
+    if val_data is not None:
+        train_data, val_set = everything, load_training_data(val_data, vocab, patch, progress=progress)
+    else:
+        train_data, val_set = split_cases(everything, cfg.val_cases, cfg.seed)
+    val_ids = tuple(c.case_id for c in val_set.cases) if val_set else ()
+
+    if cfg.freeze_encoder:
+        for p in network.encoder.parameters():
+            p.requires_grad_(False)
+    params = [p for p in network.parameters() if p.requires_grad]
+    optimizer = _make_optimizer(params, cfg)
+    rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 1]))
+    step, elapsed, history = 0, 0.0, []
+
+    ckpt_path = state_dir / CHECKPOINT
+    if resume and ckpt_path.is_file():
+        ck = _load_checkpoint(ckpt_path)
+        if json.loads(ck["config"]) != _schedule_key(cfg):
+            raise ConfigError(
+                f"{ckpt_path} was written with a different training config; use the same settings to resume, "
+                "or pass --no-resume (or another output folder) to start over")
+        network.load_state_dict(ck["network"])
+        optimizer.load_state_dict(ck["optimizer"])
+        step, elapsed = int(ck["step"]), float(ck["elapsed_s"])
+        rng.bit_generator.state = json.loads(ck["rng_numpy"])
+        torch.set_rng_state(ck["rng_torch"])
+        history = json.loads(ck["history"])
+        log.info("resumed from %s at step %d (%.0f s trained)", ckpt_path, step, elapsed)
+
+    sampler = PatchSampler(train_data, patch, cfg, rng, table)
+    val_prompts = {c: list(vocab.concept(c).eval_prompts or vocab.concept(c).all_train_prompts)[: cfg.val_prompts_per_concept]
+                   for c in train_data.concepts}
+    amp_dtype = None
+    if device.startswith("cuda") and cfg.amp:
+        amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+
+    def progress_of(s: int, t: float) -> float:
+        p = s / cfg.max_steps
+        if cfg.time_budget_min and not cfg.deterministic:
+            p = max(p, t / (60.0 * cfg.time_budget_min))
+        return p
+
+    from tqdm import tqdm
+
+    bar = tqdm(total=cfg.max_steps, initial=step, desc="training", unit="step", disable=not progress)
+    ran = 0
+    t_start = time.perf_counter() - elapsed
+    while progress_of(step, elapsed) < 1.0:
+        if stop_after is not None and ran >= stop_after:
+            break
+        lr = _lr_at(cfg, progress_of(step, elapsed), step)
+        for g in optimizer.param_groups:
+            g["lr"] = lr
+        batch = sampler.sample()
+        images = torch.from_numpy(batch.images).to(device)
+        targets = torch.from_numpy(batch.targets).to(device)
+        text = emb_matrix[torch.from_numpy(batch.prompt_index).to(device)]
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast("cuda", dtype=amp_dtype, enabled=amp_dtype is not None):
+            outputs = network(images, text)
+        loss, parts = deep_supervision_loss(outputs, targets, cfg.dice_weight, cfg.bce_weight)
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        step += 1
+        ran += 1
+        elapsed = time.perf_counter() - t_start
+        rec = {"step": step, "loss": float(loss.detach()), "lr": lr, "elapsed_s": round(elapsed, 2), **parts}
+        history.append(rec)
+        bar.update(1)
+        bar.set_postfix(loss=f"{rec['loss']:.3f}")
+        if on_step:
+            on_step(step, rec)
+        if cfg.val_every and step % cfg.val_every == 0 and val_set is not None and progress_of(step, elapsed) < 1.0:
+            res = evaluate(network, val_set.cases, val_set.concepts, val_prompts, embed, patch, device, progress=False)
+            network.train()
+            history.append({"step": step, "validation": {c: r["dice"] for c, r in res.items()},
+                            "mean_dice": mean_dice(res)})
+            log.info("step %d validation mean Dice %.3f", step, mean_dice(res))
+            elapsed = time.perf_counter() - t_start
+        if step % cfg.checkpoint_every == 0:
+            _save_checkpoint(ckpt_path, network, optimizer, step, elapsed, rng, cfg, history, val_ids)
+    bar.close()
+    finished = progress_of(step, elapsed) >= 1.0
+    _save_checkpoint(ckpt_path, network, optimizer, step, elapsed, rng, cfg, history, val_ids)
+    write_json_atomic(state_dir / "history.json", history)
+    if not finished:
+        log.info("stopped at step %d of %d; run again with the same settings to resume", step, cfg.max_steps)
+        return TrainResult(out, False, step, {}, val_ids)
+
+    validation: dict[str, dict] = {}
+    if final_validation and val_set is not None:
+        full_prompts = {c: list(vocab.concept(c).eval_prompts) or [c] for c in val_set.concepts}
+        validation = evaluate(network, val_set.cases, val_set.concepts, full_prompts, embed, patch, device, progress)
+        write_json_atomic(state_dir / "validation.json", validation)
+        log.info("final validation (held-out paraphrases):\n%s", format_table({"dice": validation}))
+
+    import voxtell
+
+    provenance = {
+        "data": str(Path(data).resolve()),
+        "val_data": str(Path(val_data).resolve()) if val_data else None,
+        "n_train_cases": len(train_data.cases),
+        "val_case_ids": list(val_ids),
+        "vocabulary_sha256": vocabulary_sha256(vocab),
+        "concepts": sorted(train_data.concepts),
+        "config": cfg.to_dict(),
+        "steps": step,
+        "elapsed_s": round(elapsed, 1),
+        "device": device,
+        "torch": torch.__version__,
+        "pipeline_version": getattr(voxtell, "__version__", None),
+        "parent_model_id": parent_meta.model_id if parent_meta else None,
+        "validation": {c: round(r["dice"], 4) for c, r in validation.items()},
+        "validation_mean_dice": round(mean_dice(validation), 4) if validation else None,
+        **(extra_provenance or {}),
+    }
+    model_id = cfg.model_id or out.name
+    meta = ModelMeta(model_id=model_id, preset=(parent_meta.preset if parent_meta else cfg.preset),
+                     text_encoder=cfg.text_encoder, embedding_dim=net_cfg.text_embedding_dim,
+                     parent_sha256=parent_sha256, training=provenance)
+    network.eval()
+    written = save_model_dir(network, replace(net_cfg, deep_supervision=False), out, meta)
+    return TrainResult(out, True, step, validation, val_ids, written)
