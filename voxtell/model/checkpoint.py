@@ -310,7 +310,7 @@ def _cpu_state_dict(network: torch.nn.Module) -> dict[str, torch.Tensor]:
     for name, tensor in module.state_dict().items():
         key = (tensor.device, tensor.data_ptr(), tuple(tensor.shape), tensor.stride(), tensor.dtype)
         if key not in copies:
-            copies[key] = tensor.detach().cpu()
+            copies[key] = tensor.detach().cpu().contiguous()  # released layout, whatever the training memory format
         out[name] = copies[key]
     return out
 
