@@ -188,7 +188,6 @@ def _convert(study_dir: Path, out: Path, policy: SelectionPolicy, pet_suv: bool)
         img_header = _read_header(image_path)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    t_out = time.perf_counter()
     shape = tuple(int(v) for v in img_header.shape)
     zooms = tuple(round(float(v), 6) for v in img_header.zooms[:3])
     orient = orientation_code(img_header.affine)

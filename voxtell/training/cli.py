@@ -39,8 +39,7 @@ def _common(p: argparse.ArgumentParser, defaults) -> None:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from voxtell.training.config import TrainConfig
-    from voxtell.training.retrain import RETRAIN_DEFAULTS
+    from voxtell.training.config import RETRAIN_DEFAULTS, TrainConfig
 
     t = subparsers.add_parser("train", help="train a VoxTell model on an nnU-Net raw dataset + vocabulary",
                               description="Train a text-promptable VoxTell model from scratch and write a model folder.")
@@ -97,7 +96,8 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_retrain(args: argparse.Namespace) -> int:
-    from voxtell.training.retrain import RETRAIN_DEFAULTS, retrain
+    from voxtell.training.config import RETRAIN_DEFAULTS
+    from voxtell.training.retrain import retrain
 
     link = None if args.no_promote else (args.promote_link or args.out.parent / "current")
     res = retrain(args.from_dir, args.data, args.out, _vocabulary(args), _config(args, RETRAIN_DEFAULTS),

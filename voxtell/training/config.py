@@ -79,3 +79,7 @@ class TrainConfig:
         if unknown:
             raise ConfigError(f"unknown training config field(s): {unknown}")
         return replace(cls(**dict(data)), **overrides)
+
+
+#: Fine-tuning defaults: a lower learning rate and a short schedule.
+RETRAIN_DEFAULTS = TrainConfig(lr=1e-3, max_steps=300)

@@ -21,14 +21,13 @@ import numpy as np
 from voxtell.data.vocabulary import Vocabulary
 from voxtell.errors import ConfigError
 from voxtell.io.atomic import write_json_atomic
-from voxtell.training.config import TrainConfig
+from voxtell.training.config import RETRAIN_DEFAULTS, TrainConfig
 from voxtell.training.evaluate import evaluate, format_table
 from voxtell.training.trainer import BANK, STATE_DIR, TrainResult, build_embedding_table, train
 
 log = logging.getLogger(__name__)
 
 #: Defaults that differ from training from scratch: 10x lower learning rate, shorter run.
-RETRAIN_DEFAULTS = TrainConfig(lr=1e-3, max_steps=300)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
 import time
 from dataclasses import dataclass, field, replace
@@ -31,7 +30,7 @@ from voxtell.data.vocabulary import Vocabulary
 from voxtell.errors import ConfigError
 from voxtell.io.atomic import atomic_path, write_json_atomic
 from voxtell.training.config import TrainConfig
-from voxtell.training.dataset import TrainingData, load_training_data, open_dataset, split_cases
+from voxtell.training.dataset import load_training_data, open_dataset, split_cases
 from voxtell.training.evaluate import evaluate, format_table, mean_dice
 from voxtell.training.losses import deep_supervision_loss
 from voxtell.training.sampling import PatchSampler, PromptTable
