@@ -45,3 +45,12 @@ def write_marker(path: str | os.PathLike, inputs: dict[str, Any], **extra: Any) 
         path,
         {"fingerprint": fingerprint(inputs), "pipeline_version": __version__, "inputs": inputs, **extra},
     )
+
+
+def can_reuse(marker: str | os.PathLike, inputs: dict[str, Any], previous: dict[str, Any] | None,
+              output: str | os.PathLike) -> bool:
+    """Whether a study's earlier result stands: its marker matches ``inputs`` and either it
+    failed (the failure stays recorded until an input changes) or its output still exists."""
+    if previous is None or not is_current(marker, inputs):
+        return False
+    return previous.get("status") != "ok" or Path(output).is_file()

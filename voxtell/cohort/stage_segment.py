@@ -124,9 +124,7 @@ def run_segment_shard(
             "prompts": [p.as_job_entry() for p in prompts],
         }
         previous = st.read(status_path)
-        if previous is not None and markers.is_current(marker, inputs) and (
-            not st.is_ok(previous) or (out_dir / MANIFEST_NAME).is_file()
-        ):
+        if markers.can_reuse(marker, inputs, previous, out_dir / MANIFEST_NAME):
             summary.add(previous, reused=True)
             continue
         marker.unlink(missing_ok=True)

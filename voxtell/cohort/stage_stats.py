@@ -84,9 +84,7 @@ def run_stats_shard(
             "qc": qc,
         }
         previous = st.read(status_path)
-        if previous is not None and markers.is_current(marker, inputs) and (
-            not st.is_ok(previous) or (out_dir / STATS_NAME).is_file()
-        ):
+        if markers.can_reuse(marker, inputs, previous, out_dir / STATS_NAME):
             summary.add(previous, reused=True)
             continue
         marker.unlink(missing_ok=True)
