@@ -13,9 +13,12 @@ import datetime as _dt
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from pydicom import Dataset
 
 #: Dummy identifiers written into every synthetic file; none may ever appear in an output.
 FAKE_PATIENT: dict[str, str] = {
@@ -79,6 +82,26 @@ def _new_uid() -> str:
     return str(generate_uid())
 
 
+def _new_instance(sop_class: str, charset: str | None = "ISO_IR 100") -> "Dataset":
+    """A dataset with its file meta and a fresh SOP instance UID (explicit VR little endian)."""
+    import pydicom
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    sop_uid = _new_uid()
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = pydicom.Dataset()
+    ds.file_meta = meta
+    if charset:
+        ds.SpecificCharacterSet = charset
+    ds.SOPClassUID = sop_class
+    ds.SOPInstanceUID = sop_uid
+    return ds
+
+
 def _ds_number(value: float) -> str:
     """DICOM DS (max 16 chars) with as many digits as fit."""
     for digits in range(12, 3, -1):
@@ -118,10 +141,6 @@ def write_dicom_series(
     to -1024 for CT and 0 otherwise. ``tags`` overrides or adds any attribute by keyword
     on every slice. Returns paths and UIDs in slice order.
     """
-    import pydicom
-    from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian
-
     volume = np.asarray(volume)
     if volume.ndim != 3:
         raise ValueError(f"volume must be 3-D (i, j, k), got shape {volume.shape}")
@@ -154,17 +173,9 @@ def write_dicom_series(
     files: list[Path] = []
     sops: list[str] = []
     for k in range(n_slices):
-        sop_uid = _new_uid()
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = sop_class
-        meta.MediaStorageSOPInstanceUID = sop_uid
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds = pydicom.Dataset()
-        ds.file_meta = meta
-        ds.SpecificCharacterSet = "ISO_IR 100"
+        ds = _new_instance(sop_class)
+        sop_uid = ds.SOPInstanceUID
         ds.ImageType = list(image_type)
-        ds.SOPClassUID = sop_class
-        ds.SOPInstanceUID = sop_uid
         ds.StudyDate = ds.SeriesDate = ds.AcquisitionDate = ds.ContentDate = today
         ds.StudyTime = "115500.000000"
         ds.SeriesTime = acquisition_time
@@ -242,22 +253,11 @@ def write_rtstruct(
     nearest slice's SOP Instance UID, as treatment planning systems do.
     """
     import pydicom
-    from pydicom.dataset import FileMetaDataset
     from pydicom.sequence import Sequence as Seq
-    from pydicom.uid import ExplicitVRLittleEndian
 
     lps = _LPS @ series.affine_ras
     inv = np.linalg.inv(lps)
-    sop_uid = _new_uid()
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = RTSTRUCT_SOP_CLASS
-    meta.MediaStorageSOPInstanceUID = sop_uid
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = pydicom.Dataset()
-    ds.file_meta = meta
-    ds.SpecificCharacterSet = "ISO_IR 100"
-    ds.SOPClassUID = RTSTRUCT_SOP_CLASS
-    ds.SOPInstanceUID = sop_uid
+    ds = _new_instance(RTSTRUCT_SOP_CLASS)
     ds.Modality = "RTSTRUCT"
     ds.StudyInstanceUID = series.study_uid
     ds.SeriesInstanceUID = _new_uid()
@@ -334,18 +334,8 @@ def write_rtstruct(
 def write_text_sr(path: str | os.PathLike, text: str, study_uid: str | None = None) -> Path:
     """Write a minimal Basic Text SR (a dose report stand-in) that the indexer must skip."""
     import pydicom
-    from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian
 
-    sop_uid = _new_uid()
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = BASIC_TEXT_SR_SOP_CLASS
-    meta.MediaStorageSOPInstanceUID = sop_uid
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = pydicom.Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = BASIC_TEXT_SR_SOP_CLASS
-    ds.SOPInstanceUID = sop_uid
+    ds = _new_instance(BASIC_TEXT_SR_SOP_CLASS, charset=None)
     ds.Modality = "SR"
     ds.StudyInstanceUID = study_uid or _new_uid()
     ds.SeriesInstanceUID = _new_uid()
