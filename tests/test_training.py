@@ -29,8 +29,16 @@ from voxtell.training.dataset import (
 )
 from voxtell.training.losses import deep_supervision_loss, dice_bce, scale_weights
 from voxtell.training.retrain import compare, promote, retrain
-from voxtell.training.sampling import PatchSampler, PromptTable
-from voxtell.training.trainer import BANK, CHECKPOINT, STATE_DIR, build_embedding_table, train
+from voxtell.training.sampling import PatchSampler, PromptTable, contrast_groups
+from voxtell.training.trainer import (
+    BANK,
+    CHECKPOINT,
+    STATE_DIR,
+    TextStandardizer,
+    _blend,
+    build_embedding_table,
+    train,
+)
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
@@ -154,6 +162,64 @@ def test_sampler_prompts_and_targets(dataset):
     assert n_pos >= 1 and n_pos + n_neg == 10
 
 
+def test_contrast_groups_are_the_partitions_of_the_vocabulary():
+    concepts = PHANTOM_VOCABULARY.resolve({k: v for k, v in LABELS.items() if k != "background"})
+    groups = contrast_groups(concepts)
+    assert groups["left kidney"] == ["right kidney", "kidneys"]
+    assert groups["right lung"] == ["left lung", "lungs"]
+    assert sorted(groups["kidneys"]) == ["left kidney", "right kidney"]
+    # The body's parts overlap ("lungs" and "left lung"), and the liver has one part only.
+    assert "body" not in groups and "liver" not in groups and "spine" not in groups
+
+
+def test_sampler_asks_the_centred_concept_first_with_its_siblings(dataset, bank):
+    data = load_training_data(dataset, PHANTOM_VOCABULARY, (64, 64, 64), progress=False)
+    table, emb = build_embedding_table(PHANTOM_VOCABULARY, FAST.text_encoder, 384, bank)
+    cfg = replace(FAST, batch_size=4, prompts_per_patch=3, foreground_oversample=1.0, negative_fraction=0.0,
+                  contrast_rate=1.0, paraphrase_mix=1.0, focus_concepts=("left kidney",), focus_weight=1e6)
+    batch = PatchSampler(data, (64, 64, 64), cfg, np.random.default_rng(0), table).sample()
+    owner = {p: c.name for c in PHANTOM_VOCABULARY.concepts for p in c.all_train_prompts}
+    for i in range(4):
+        assert [owner[p] for p in batch.prompts[i]] == ["left kidney", "right kidney", "kidneys"]
+        assert batch.targets[i, 0].any()  # centred on the left kidney
+        # Targets follow the concept, not the patch centre: the sibling's is its own side.
+        kidneys = batch.targets[i, 2].astype(bool)
+        assert np.array_equal(kidneys, batch.targets[i, 0].astype(bool) | batch.targets[i, 1].astype(bool))
+        assert not (batch.targets[i, 0] * batch.targets[i, 1]).any()
+        for j in range(3):  # blends stay within the concept
+            assert owner[table.prompts[batch.mix_index[i, j]]] == owner[batch.prompts[i][j]]
+            assert 0.0 <= batch.mix_weight[i, j] <= 1.0
+    text = _blend(emb, batch, "cpu", unit_norm=True)
+    assert text.shape == (4, 3, 384) and torch.allclose(text.norm(dim=-1), torch.ones(4, 3), atol=1e-5)
+    w = torch.from_numpy(batch.mix_weight)[..., None]
+    raw = w * emb[torch.from_numpy(batch.prompt_index)] + (1 - w) * emb[torch.from_numpy(batch.mix_index)]
+    assert torch.allclose(text, raw / raw.norm(dim=-1, keepdim=True), atol=1e-6)
+
+
+def test_text_standardisation_folds_into_the_first_text_layer_exactly(bank):
+    """Training sees standardised embeddings; the written model must give the same queries from raw ones."""
+    from voxtell.model import VoxTellNetwork, get_preset
+
+    torch.manual_seed(0)
+    net = VoxTellNetwork(get_preset("small"))
+    table, emb = build_embedding_table(PHANTOM_VOCABULARY, FAST.text_encoder, 384, bank)
+    st = TextStandardizer.fit(emb)
+    assert torch.allclose(st(emb).mean(0), torch.zeros(384), atol=1e-4) and (st.scale > 0).all()
+    original = {k: v.clone() for k, v in net.project_text_embed.state_dict().items()}
+    with torch.no_grad():
+        raw = net.project_text_embed(emb)
+        st.unfold_from(net)  # retraining: the parent's weights continue on standardised input
+        assert torch.allclose(net.project_text_embed(st(emb)), raw, atol=1e-4)
+        st.fold_into(net)  # writing the model: back to raw input
+        assert torch.allclose(net.project_text_embed(emb), raw, atol=1e-4)
+    for k, v in net.project_text_embed.state_dict().items():
+        assert torch.allclose(v, original[k], atol=1e-5), k
+    # Standardising is what separates the sides: raw "left kidney"/"right kidney" share most of their length.
+    left, right = emb[table["left kidney"]], emb[table["right kidney"]]
+    cos = torch.nn.functional.cosine_similarity
+    assert cos(st(left), st(right), dim=0) < cos(left, right, dim=0) - 0.1
+
+
 def test_losses():
     target = torch.zeros(1, 2, 8, 8, 8)
     target[0, 0, 2:6, 2:6, 2:6] = 1
@@ -220,6 +286,49 @@ def test_interrupted_training_resumes_from_last_checkpoint(dataset, bank, tmp_pa
         train(dataset, PHANTOM_VOCABULARY, tmp_path / "part", replace(FAST, lr=5e-3), bank=bank, progress=False)
 
 
+def test_non_finite_steps_are_skipped_and_persistent_ones_stop(dataset, bank, tmp_path, monkeypatch):
+    import voxtell.training.trainer as trainer_mod
+
+    real = trainer_mod.deep_supervision_loss
+    calls = {"n": 0}
+
+    def nan_on_second_step(*args, **kwargs):
+        calls["n"] += 1
+        loss, parts = real(*args, **kwargs)
+        return (loss * float("nan"), parts) if calls["n"] == 2 else (loss, parts)
+
+    monkeypatch.setattr(trainer_mod, "deep_supervision_loss", nan_on_second_step)
+    res = train(dataset, PHANTOM_VOCABULARY, tmp_path / "m", FAST, bank=bank, progress=False)
+    assert res.finished and res.step == 3 and res.meta.training["skipped_steps"] == 1
+    history = json.loads((tmp_path / "m" / STATE_DIR / "history.json").read_text())
+    assert [bool(h.get("skipped")) for h in history] == [False, True, False]
+    from voxtell.model import load_model_dir
+
+    assert all(torch.isfinite(v).all() for v in load_model_dir(tmp_path / "m").network.state_dict().values())
+
+    monkeypatch.setattr(trainer_mod, "deep_supervision_loss", lambda *a, **k: (real(*a, **k)[0] * float("nan"), {}))
+    monkeypatch.setattr(trainer_mod, "MAX_BAD_STEPS", 2)
+    with pytest.raises(trainer_mod.TrainingDivergedError, match="non-finite"):
+        train(dataset, PHANTOM_VOCABULARY, tmp_path / "m2", FAST, bank=bank, progress=False)
+
+
+def test_demo_model_is_made_by_the_command_in_its_readme():
+    """models/demo-small: its README command, the command it recorded and its stored config agree."""
+    import re
+
+    from voxtell.training.cli import config_from_command
+
+    root = Path(__file__).resolve().parents[1] / "models" / "demo-small"
+    meta = json.loads((root / "voxtell_model.json").read_text())["training"]
+    recorded = TrainConfig.from_dict(meta["config"])
+    readme = (root / "README.md").read_text()
+    documented = re.search(r"^(voxtell train .*?)(?<!\\)$", readme, re.S | re.M).group(1)
+    ignore = dict(num_threads=None, device="auto")  # where it ran, not what it learned
+    assert replace(config_from_command(documented), **ignore) == replace(recorded, **ignore)
+    assert replace(config_from_command(meta["command"]), **ignore) == replace(recorded, **ignore)
+    assert meta["steps"] > 0 and meta["validation"]
+
+
 def test_retrain_writes_versioned_child_and_promotes(tmp_path, bank):
     base = tmp_path / "base"
     write_phantom_dataset(base, 2, seed=2)
@@ -238,6 +347,7 @@ def test_retrain_writes_versioned_child_and_promotes(tmp_path, bank):
     assert link.is_symlink() and link.resolve() == (tmp_path / "models" / "v2").resolve()
     meta = json.loads((tmp_path / "models" / "v2" / "voxtell_model.json").read_text())
     assert meta["parent_sha256"] == parent.meta.sha256
+    assert meta["training"]["config"]["focus_concepts"] == ["adrenal lesion"]  # new to the parent: sampled more
     assert meta["training"]["retrain_evaluation"]["parent"]["dice"] == res.parent_dice
     from voxtell.model import load_model_dir
 

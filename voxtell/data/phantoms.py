@@ -377,7 +377,9 @@ class _Builder:
     def _adrenal_lesion(self, lab, hu, kidneys) -> list[Lesion]:
         side = "right" if self.rng.random() < 0.5 else "left"
         _, kc = kidneys[side]
-        radius = _u(self.rng, 7.0, 13.0)
+        # 2-3.6 cm: the adrenal masses reports describe (incidentalomas >= 1 cm, metastases
+        # larger); at 4-6 mm voxels smaller ones are a handful of voxels.
+        radius = _u(self.rng, 10.0, 18.0)
         sgn = 1.0 if side == "right" else -1.0
         c = (kc[0] - sgn * _u(self.rng, 8, 15), kc[1] + _u(self.rng, 0, 10), kc[2] + _u(self.rng, 55, 65) + radius)
         free = np.isin(lab, (LABELS["body"], LABELS["liver"], LABELS["spleen"]))

@@ -1,10 +1,8 @@
 """``voxtell train`` and ``voxtell retrain``: thin wrappers over ``train`` and ``retrain``.
 
-Reproduce the demo model (see voxtell/training/README.md)::
-
-    voxtell phantoms -o work/phantoms -n 100 --seed 0
-    voxtell train --data work/phantoms --vocabulary config/phantom_vocabulary.json \
-        --preset small -o models/small-phantoms-v1 --time-budget 15 --seed 0
+The demo model's commands are in models/demo-small/README.md; the TrainConfig defaults
+are its recipe, so ``voxtell train --data D --vocabulary V -o OUT --time-budget 15`` is
+all a new dataset needs.
 """
 
 from __future__ import annotations
@@ -36,6 +34,15 @@ def _common(p: argparse.ArgumentParser, defaults) -> None:
                    help="run at most N steps now, checkpoint and exit (rerun to continue)")
     p.add_argument("--bank", type=Path, default=None, help="embedding bank (.npz) to reuse for vocabulary prompts")
     p.add_argument("--freeze-encoder", action="store_true", help="train only the prompt and image decoders")
+    p.add_argument("--contrast-rate", type=float, default=defaults.contrast_rate,
+                   help="chance that a part ('left kidney') brings its siblings and whole into the same patch")
+    p.add_argument("--paraphrase-mix", type=float, default=defaults.paraphrase_mix,
+                   help="chance that a prompt's embedding is blended with another paraphrase of its concept")
+    p.add_argument("--focus", nargs="+", default=list(defaults.focus_concepts), metavar="CONCEPT",
+                   help="concepts to centre patches on more often (retrain default: concepts new to the parent)")
+    p.add_argument("--focus-weight", type=float, default=defaults.focus_weight)
+    p.add_argument("--no-amp", action="store_true",
+                   help="train in fp32 (default: bf16 autocast on CUDA and on CPUs with native bf16)")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -69,7 +76,29 @@ def _config(args: argparse.Namespace, base):
                    prompts_per_patch=args.prompts_per_patch, optimizer=args.optimizer, lr=args.lr,
                    val_every=args.val_every, val_cases=args.val_cases, seed=args.seed,
                    deterministic=args.deterministic, device=args.device, num_threads=args.threads,
-                   freeze_encoder=args.freeze_encoder, **({"preset": args.preset} if hasattr(args, "preset") else {}))
+                   freeze_encoder=args.freeze_encoder, contrast_rate=args.contrast_rate,
+                   paraphrase_mix=args.paraphrase_mix, focus_concepts=tuple(args.focus), focus_weight=args.focus_weight,
+                   amp=not args.no_amp, **({"preset": args.preset} if hasattr(args, "preset") else {}))
+
+
+def config_from_command(command: str):
+    """The TrainConfig a ``voxtell train|retrain ...`` command line runs with.
+
+    Lets a model folder's recorded command, or the one in its README, be checked
+    against the recipe it claims (see tests/test_training.py).
+    """
+    import shlex
+
+    from voxtell.cli import build_parser
+    from voxtell.training.config import RETRAIN_DEFAULTS, TrainConfig
+
+    argv = shlex.split(command.replace("\\\n", " "))
+    if argv and argv[0] == "voxtell":
+        argv = argv[1:]
+    args = build_parser().parse_args(argv)
+    if args.command not in ("train", "retrain"):
+        raise ValueError(f"not a voxtell train/retrain command: {command!r}")
+    return _config(args, TrainConfig() if args.command == "train" else RETRAIN_DEFAULTS)
 
 
 def _vocabulary(args: argparse.Namespace) -> Path:
@@ -77,6 +106,7 @@ def _vocabulary(args: argparse.Namespace) -> Path:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    import shlex
     import sys
 
     from voxtell.training.config import TrainConfig
@@ -85,7 +115,7 @@ def run_train(args: argparse.Namespace) -> int:
 
     res = train(args.data, _vocabulary(args), args.out, _config(args, TrainConfig()), val_data=args.val_data,
                 bank=args.bank, resume=not args.no_resume, stop_after=args.stop_after,
-                extra_provenance={"command": "voxtell " + " ".join(sys.argv[1:])})
+                extra_provenance={"command": "voxtell " + shlex.join(getattr(args, "argv", sys.argv[1:]))})
     if not res.finished:
         print(f"stopped at step {res.step}; rerun the same command to resume")
         return 0

@@ -89,7 +89,7 @@ def retrain(
     """
     from voxtell.model import load_model_dir
     from voxtell.model.checkpoint import META_FILENAME, ModelMeta, read_model_meta
-    from voxtell.training.dataset import load_training_data
+    from voxtell.training.dataset import load_training_data, open_dataset
 
     if tolerance < 0:
         raise ConfigError("tolerance must be >= 0")
@@ -99,6 +99,14 @@ def retrain(
         raise ConfigError("the retrained model needs its own folder: -o must differ from --from")
     _, parent_meta = read_model_meta(parent_dir)
     cfg = replace(config, text_encoder=parent_meta.text_encoder, preset=parent_meta.preset or config.preset)
+    known = parent_meta.training.get("concepts") if parent_meta.training else None
+    if known is not None and not cfg.focus_concepts:
+        # Concepts the parent never saw get more of the patches, so a short run learns them.
+        _, data_concepts = open_dataset(data, vocab)
+        unseen = tuple(sorted(c for c in data_concepts if c not in known))
+        if unseen:
+            log.info("concepts new to the parent, sampled %gx as often: %s", cfg.focus_weight, ", ".join(unseen))
+            cfg = replace(cfg, focus_concepts=unseen)
 
     result = train(data, vocab, out, cfg, val_data=heldout, init_from=parent_dir, final_validation=False,
                    progress=progress, **train_kwargs)
@@ -126,7 +134,6 @@ def retrain(
     p_dice = {c: r["dice"] for c, r in p_res.items()}
     c_dice = {c: r["dice"] for c, r in c_res.items()}
 
-    known = parent_meta.training.get("concepts") if parent_meta.training else None
     old = sorted(c for c in c_dice if (known is None or c in known))
     new = sorted(c for c in c_dice if c not in old)
     ok, reason = compare(p_dice, c_dice, old, tolerance)
