@@ -326,7 +326,7 @@ def train(
         standardizer.unfold_from(network)
     if resume and ckpt_path.is_file():
         ck = _load_checkpoint(ckpt_path)
-        if json.loads(ck["config"]) != _schedule_key(cfg):
+        if json.loads(ck["config"]) != json.loads(json.dumps(_schedule_key(cfg))):  # tuples saved as lists
             raise ConfigError(
                 f"{ckpt_path} was written with a different training config; use the same settings to resume, "
                 "or pass --no-resume (or another output folder) to start over")
@@ -343,7 +343,8 @@ def train(
     sampler = PatchSampler(train_data, patch, cfg, rng, table)
     val_prompts = {c: list(vocab.concept(c).eval_prompts or vocab.concept(c).all_train_prompts)[: cfg.val_prompts_per_concept]
                    for c in train_data.concepts}
-    amp_device, amp_dtype = _autocast_for(device, cfg.amp)
+    # Deterministic CPU runs stay in fp32: bf16 convolutions do not resume bit for bit.
+    amp_device, amp_dtype = _autocast_for(device, cfg.amp and not (cfg.deterministic and device == "cpu"))
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
     unit_norm = bool(torch.allclose(emb_matrix.norm(dim=-1), torch.ones(()), atol=1e-2))
 
