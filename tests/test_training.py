@@ -312,6 +312,20 @@ def test_non_finite_steps_are_skipped_and_persistent_ones_stop(dataset, bank, tm
         train(dataset, PHANTOM_VOCABULARY, tmp_path / "m2", FAST, bank=bank, progress=False)
 
 
+def test_cpu_bf16_training_runs_where_the_cpu_has_native_bf16(dataset, bank, tmp_path):
+    from voxtell.model import load_model_dir
+    from voxtell.training.trainer import _autocast_for
+
+    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    assert _autocast_for("cpu", True) == ("cpu", torch.bfloat16 if native else None)
+    assert _autocast_for("cpu", False) == ("cpu", None)
+    res = train(dataset, PHANTOM_VOCABULARY, tmp_path / "m", replace(FAST, deterministic=False), bank=bank,
+                progress=False)
+    assert res.finished and res.meta.training["config"]["amp"]
+    weights = load_model_dir(tmp_path / "m").network.state_dict().values()
+    assert all(torch.isfinite(v).all() for v in weights)  # written in fp32, whatever the autocast
+
+
 def test_demo_model_is_made_by_the_command_in_its_readme():
     """models/demo-small: its README command, the command it recorded and its stored config agree."""
     import re

@@ -136,8 +136,7 @@ class PatchSampler:
         present_vals = set(np.unique(labels).tolist()) - {0}
         visible = [c for c, vals in self.concepts.items() if present_vals & set(vals)]
         absent = [c for c in self.concepts if c not in visible]
-        n_neg = int(self.rng.binomial(k, self.cfg.negative_fraction)) if visible else k
-        n_pos = k - n_neg
+        n_pos = k - int(self.rng.binomial(k, self.cfg.negative_fraction)) if visible else 0
         chosen: list[tuple[str, tuple[int, ...] | None]] = []
         taken: set[str] = set()
         while len(chosen) < n_pos:

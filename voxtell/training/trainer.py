@@ -38,9 +38,9 @@ from voxtell.training.sampling import PatchSampler, PromptTable
 log = logging.getLogger(__name__)
 
 STATE_DIR = "training"
-MAX_BAD_STEPS = 25  # consecutive non-finite steps before training gives up
 CHECKPOINT = "checkpoint_latest.pt"
 BANK = "embeddings.npz"
+MAX_BAD_STEPS = 25  # consecutive non-finite steps before training gives up
 
 
 class TrainingDivergedError(VoxTellError):
@@ -303,8 +303,8 @@ def train(
         return emb_matrix[[table[p] for p in prompts]].cpu().numpy()
 
     def embed_train(prompts: Sequence[str]) -> np.ndarray:  # what the network sees until it is written
-        rows = emb_matrix[[table[p] for p in prompts]].cpu()
-        return (standardizer(rows) if standardizer else rows).numpy()
+        rows = embed_raw(prompts)
+        return standardizer(torch.from_numpy(rows)).numpy() if standardizer else rows
 
     everything = load_training_data(data, vocab, patch, progress=progress)
     if val_data is not None:
@@ -357,7 +357,7 @@ def train(
     from tqdm import tqdm
 
     bar = tqdm(total=cfg.max_steps, initial=step, desc="training", unit="step", disable=not progress)
-    ran = bad_steps = skipped = 0
+    ran = bad_steps = 0
     t_start = time.perf_counter() - elapsed
     while progress_of(step, elapsed) < 1.0:
         if stop_after is not None and ran >= stop_after:
@@ -386,16 +386,15 @@ def train(
             scaler.update()
             bad_steps = 0
         else:
-            # One batch with a non-finite loss or gradient (instance norm over a nearly constant
-            # channel in bf16, say) must not poison the weights: skip it, stop if it persists.
+            # One batch with a non-finite loss or gradient (bf16 convolution bias gradients on
+            # CPU, say) must not poison the weights: skip it, stop if it persists.
             optimizer.zero_grad(set_to_none=True)
             bad_steps += 1
-            skipped += 1
             log.warning("step %d: non-finite loss or gradient, update skipped (%d in a row)", step + 1, bad_steps)
             if bad_steps >= MAX_BAD_STEPS:
                 raise TrainingDivergedError(
                     f"{bad_steps} steps in a row had a non-finite loss or gradient; lower --lr, or train in fp32 "
-                    "(amp: false) if the CPU or GPU runs bf16")
+                    "(--no-amp) if the CPU or GPU runs bf16")
         step += 1
         ran += 1
         elapsed = time.perf_counter() - t_start
