@@ -73,6 +73,25 @@ def test_adrenal_lesion_only_when_requested():
     assert any(les.kind == "adrenal_lesion" for les in p.lesions)
 
 
+def test_adrenal_mass_is_separated_from_liver_and_spleen_by_fat():
+    """A retroperitoneal mass pushes the liver aside; cut into it, it would be a liver lesion."""
+    cfg = PhantomConfig(adrenal_lesion_rate=1.0)
+    checked = 0
+    for p in generate_cohort(8, seed=3, config=cfg):
+        (les,) = [x for x in p.lesions if x.kind == "adrenal_lesion"]
+        ijk = np.indices(p.labels.shape).reshape(3, -1)
+        xyz = (p.affine[:3, :3] @ ijk + p.affine[:3, 3:]).T
+        dist = np.linalg.norm(xyz - np.asarray(les.center_ras_mm), axis=1).reshape(p.labels.shape)
+        near = dist <= les.diameter_mm / 2 + 1.0
+        assert not np.isin(p.labels[near], (LABELS["liver"], LABELS["spleen"])).any(), les
+        # the plane is fat, the mass is soft tissue
+        plane = near & (p.labels == LABELS["body"])
+        if plane.sum() > 5:
+            assert np.median(p.image[plane]) < -40 < np.median(p.image[p.labels == LABELS["adrenal_lesion"]])
+            checked += 1
+    assert checked
+
+
 @pytest.mark.parametrize("index", range(6))
 def test_left_right_organs_are_on_the_correct_side_in_world_space(index):
     """RAS world x > 0 is the patient's right, whatever the stored orientation."""

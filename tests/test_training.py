@@ -196,6 +196,29 @@ def test_sampler_asks_the_centred_concept_first_with_its_siblings(dataset, bank)
     assert torch.allclose(text, raw / raw.norm(dim=-1, keepdim=True), atol=1e-6)
 
 
+def test_focus_concepts_are_asked_as_negatives_where_they_are_absent(dataset, bank):
+    """A new lesion concept must also learn where it is not, or it fires on look-alikes."""
+    data = load_training_data(dataset, PHANTOM_VOCABULARY, (64, 64, 64), progress=False)
+    table, _ = build_embedding_table(PHANTOM_VOCABULARY, FAST.text_encoder, 384, bank)
+    owner = {p: c.name for c in PHANTOM_VOCABULARY.concepts for p in c.all_train_prompts}
+    body_only = np.full((8, 8, 8), data.concepts["body"][0])
+
+    def share_asking_liver(focus_weight: float) -> float:
+        cfg = replace(FAST, prompts_per_patch=3, negative_fraction=1.0, focus_concepts=("liver",),
+                      focus_weight=focus_weight)
+        sampler = PatchSampler(data, (64, 64, 64), cfg, np.random.default_rng(0), table)
+        asked = []
+        for _ in range(200):
+            prompts, _, targets = sampler._prompts(body_only)
+            names = [owner.get(p, p) for p in prompts]
+            assert all(t is None for n, t in zip(names, targets) if n == "liver")  # an empty target
+            asked.append("liver" in names)
+        return float(np.mean(asked))
+
+    assert share_asking_liver(1e6) == 1.0
+    assert share_asking_liver(1.0) < 0.5
+
+
 def test_text_standardisation_folds_into_the_first_text_layer_exactly(bank):
     """Training sees standardised embeddings; the written model must give the same queries from raw ones."""
     from voxtell.model import VoxTellNetwork, get_preset

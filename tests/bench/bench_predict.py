@@ -95,8 +95,8 @@ class ReferenceLoop:
         g[g == 0] = g[g != 0].min()
         return torch.from_numpy(g).half()
 
-    def __call__(self, path, embeddings: np.ndarray) -> list[np.ndarray]:
-        img = nib.load(str(path))
+    def __call__(self, image, embeddings: np.ndarray) -> list[np.ndarray]:
+        img = image if isinstance(image, nib.spatialimages.SpatialImage) else nib.load(str(image))
         ornt = io_orientation(img.affine)
         data = apply_orientation(img.get_fdata(), ornt_transform(ornt, axcodes2ornt("RAS"))).transpose(2, 1, 0)
         nonzero = binary_fill_holes(data != 0)

@@ -64,6 +64,8 @@ from voxtell.model.onnx_export import export_onnx
 from voxtell.inference.backends import TorchBackend
 from voxtell.inference.onnx_backend import OnnxBackend
 print("# onnxruntime", ort.__version__, "providers", ort.get_available_providers(), flush=True)
+if "CUDAExecutionProvider" not in ort.get_available_providers():
+    sys.exit("# skipped: this onnxruntime has no CUDA provider (install onnxruntime-gpu: VOXTELL_GPU=1 scripts/bootstrap.sh)")
 def timed(fn, reps=3):
     fn(); torch.cuda.synchronize(); t0 = time.perf_counter()
     for _ in range(reps): fn()

@@ -382,10 +382,16 @@ class _Builder:
         radius = _u(self.rng, 10.0, 18.0)
         sgn = 1.0 if side == "right" else -1.0
         c = (kc[0] - sgn * _u(self.rng, 8, 15), kc[1] + _u(self.rng, 0, 10), kc[2] + _u(self.rng, 55, 65) + radius)
+        # The gland is retroperitoneal: a mass pushes the liver or spleen aside with a plane of
+        # fat between them rather than growing inside them. Without that plane the part of it
+        # cut into the liver would be indistinguishable from a hypodense liver lesion.
         free = np.isin(lab, (LABELS["body"], LABELS["liver"], LABELS["spleen"]))
-        m = self._sphere(c, radius) & free
+        plane = self._sphere(c, radius + _u(self.rng, 3.0, 5.0)) & free
+        m = self._sphere(c, radius) & plane
         if not m.any():
             return []
+        lab[plane] = LABELS["body"]
+        hu[plane] = _u(self.rng, -100, -80)
         lab[m] = LABELS["adrenal_lesion"]
         hu[m] = _u(self.rng, 0, 25)
         return [Lesion("adrenal_lesion", side, f"{side} adrenal gland", round(2 * radius, 1), c)]

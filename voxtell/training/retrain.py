@@ -20,6 +20,7 @@ import numpy as np
 
 from voxtell.data.vocabulary import Vocabulary
 from voxtell.errors import ConfigError
+from voxtell.inference.backends import resolve_device
 from voxtell.io.atomic import write_json_atomic
 from voxtell.training.config import RETRAIN_DEFAULTS, TrainConfig
 from voxtell.training.evaluate import evaluate, format_table
@@ -105,7 +106,8 @@ def retrain(
         _, data_concepts = open_dataset(data, vocab)
         unseen = tuple(sorted(c for c in data_concepts if c not in known))
         if unseen:
-            log.info("concepts new to the parent, sampled %gx as often: %s", cfg.focus_weight, ", ".join(unseen))
+            log.info("concepts new to the parent, centred on and negated %gx as often: %s", cfg.focus_weight,
+                     ", ".join(unseen))
             cfg = replace(cfg, focus_concepts=unseen)
 
     result = train(data, vocab, out, cfg, val_data=heldout, init_from=parent_dir, final_validation=False,
@@ -129,8 +131,9 @@ def retrain(
         raise ConfigError("no held-out cases to compare parent and child; pass --heldout DIR")
     eval_set = load_training_data(eval_root, vocab, patch, case_ids=eval_ids, progress=progress)
     prompts = {c: list(vocab.concept(c).eval_prompts) or [c] for c in eval_set.concepts}
-    p_res = evaluate(parent.network, eval_set.cases, eval_set.concepts, prompts, embed, patch, progress=progress)
-    c_res = evaluate(child.network, eval_set.cases, eval_set.concepts, prompts, embed, patch, progress=progress)
+    device = resolve_device(cfg.device)  # evaluate where we trained: a GPU run should not score on the CPU
+    p_res = evaluate(parent.network, eval_set.cases, eval_set.concepts, prompts, embed, patch, device, progress=progress)
+    c_res = evaluate(child.network, eval_set.cases, eval_set.concepts, prompts, embed, patch, device, progress=progress)
     p_dice = {c: r["dice"] for c, r in p_res.items()}
     c_dice = {c: r["dice"] for c, r in c_res.items()}
 

@@ -153,7 +153,13 @@ class PatchSampler:
         n_neg = k - len(chosen)
         neg_pool = [(c, None) for c in absent if c not in taken] + [(p, None) for p in self.negative_prompts]
         if n_neg and neg_pool:
-            picks = self.rng.choice(len(neg_pool), size=n_neg, replace=n_neg > len(neg_pool))
+            # Focus concepts are asked where they are absent as often as they are centred on:
+            # a new lesion concept otherwise learns "a blob near here" and fires on look-alikes.
+            p = None
+            if self.cfg.focus_concepts:
+                w = np.array([self.cfg.focus_weight if c in self.cfg.focus_concepts else 1.0 for c, _ in neg_pool])
+                p = w / w.sum()
+            picks = self.rng.choice(len(neg_pool), size=n_neg, replace=n_neg > len(neg_pool), p=p)
             chosen += [neg_pool[i] for i in picks]
         while len(chosen) < k:  # nothing to negate: repeat positives
             c = visible[int(self.rng.integers(len(visible)))]

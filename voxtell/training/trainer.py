@@ -28,6 +28,7 @@ import torch
 
 from voxtell.data.vocabulary import Vocabulary
 from voxtell.errors import ConfigError, VoxTellError
+from voxtell.inference.backends import resolve_device
 from voxtell.io.atomic import atomic_path, write_json_atomic
 from voxtell.training.config import TrainConfig
 from voxtell.training.dataset import load_training_data, open_dataset, split_cases
@@ -55,14 +56,6 @@ class TrainResult:
     validation: dict[str, dict] = field(default_factory=dict)
     val_case_ids: tuple[str, ...] = ()
     meta: Any = None  # ModelMeta once the model folder is written
-
-
-def _resolve_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("device 'cuda' was requested but no CUDA device is available; use --device cpu")
-    return device
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
@@ -264,7 +257,7 @@ def train(
 
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
-    device = _resolve_device(cfg.device)
+    device = resolve_device(cfg.device)
     seed_everything(cfg.seed, cfg.deterministic)
 
     parent_meta = None
