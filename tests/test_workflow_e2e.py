@@ -21,6 +21,7 @@ import pytest
 
 import voxtell
 from voxtell.cohort import shard_of
+from voxtell.cohort.stage_aggregate import FINDINGS_ROW
 from voxtell.prompts import prompt_id
 
 from test_workflow_support import demo_config, make_random_model, planned_jobs, snakemake, write_config
@@ -71,6 +72,9 @@ def test_cohort_table_values(cohort):
     ref = np.asarray(nib.load(str(work / "demo" / "cohort" / "reference" / "demo002" / ref_map["liver"]["file"])).dataobj) > 0
     seg = np.asarray(nib.load(str(work / "results" / "segment" / "demo002" / f"{row.prompt_id}.nii.gz")).dataobj) > 0
     assert row.dice == pytest.approx(2 * (ref & seg).sum() / (ref.sum() + seg.sum()), abs=1e-6)
+    # every affirmed finding is scored against the one lesion its sentence describes
+    findings = stats[stats.source == "finding"]
+    assert len(findings) and findings.dice.notna().all() and findings.reference_volume_ml.lt(50).all()
 
 
 def test_provenance_recorded(cohort):
@@ -80,7 +84,7 @@ def test_provenance_recorded(cohort):
     assert versions["model_sha256"] == sha and versions["pipeline_version"] == voxtell.__version__
     assert meta["config_hash"] == versions["config_hash"] and len(versions["config_hash"]) == 16
     assert versions["tools"]["dcm2niix"] and versions["tools"]["torch"]
-    assert set(versions["dice"]) == {"liver", "left kidney"}
+    assert set(versions["dice"]) == {"liver", "left kidney", FINDINGS_ROW}
     manifest = json.loads((work / "results" / "segment" / "demo001" / "manifest.json").read_text())
     assert manifest["model"]["sha256"] == sha
     html = (work / "results" / "cohort" / "qc.html").read_text()

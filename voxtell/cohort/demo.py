@@ -1,10 +1,10 @@
 """The demo cohort: synthetic DICOM studies, reports and ground truth for the workflow.
 
 ``voxtell.data.write_demo_cohort`` draws the phantoms; this module adds what the workflow
-needs on top: a reference map per study in the format ``voxtell.stats`` reads (one
-binary mask per fixed prompt, the union of the concept's labels, on the converted image's
-grid) and a samples table whose ``reference`` column points at it, so the cohort table
-gets Dice against the ground truth.
+needs on top: a reference map per study in the format ``voxtell.stats`` reads (a binary
+mask on the converted image's grid per fixed prompt, the union of the concept's labels,
+and per report finding, the lesion its sentence describes) and a samples table whose
+``reference`` column points at it, so the cohort table gets Dice against the ground truth.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -34,8 +34,70 @@ def _concept_of_prompt() -> dict[str, str]:
     return table
 
 
-def write_reference_map(ref_dir: str | os.PathLike, concepts: dict[str, list[int]], prompts: Sequence[str]) -> dict:
-    """Binary reference masks for ``prompts`` from the study's label map, plus the map JSON."""
+def lesion_mask(labels: np.ndarray, affine: np.ndarray, lesion: Mapping, lesions: Sequence[Mapping] = ()) -> np.ndarray:
+    """The voxels of one lesion: the connected component of its label nearest its centre.
+
+    A finding sentence describes one lesion, and two liver lesions share a label value, so
+    its ground truth is the lesion's own component, not every voxel of the label. Lesions
+    that touch (two mediastinal nodes) share a component; its voxels are split between
+    them by distance to each centre relative to each diameter.
+    """
+    from scipy import ndimage
+
+    label = int(lesion["label"])
+    components, n = ndimage.label(labels == label, structure=np.ones((3, 3, 3), bool))
+    if n == 0:
+        return np.zeros(labels.shape, bool)
+    voxels = np.argwhere(components > 0)
+    world = voxels @ affine[:3, :3].T + affine[:3, 3]
+    centre = np.asarray(lesion["center_ras_mm"], float)
+    nearest = voxels[int(np.argmin(((world - centre) ** 2).sum(axis=1)))]
+    mask = components == components[tuple(nearest)]
+    rivals = [o for o in lesions if int(o["label"]) == label and o is not lesion
+              and not np.allclose(o["center_ras_mm"], lesion["center_ras_mm"])]
+    if rivals:
+        inside = np.argwhere(mask)
+        pts = inside @ affine[:3, :3].T + affine[:3, 3]
+
+        def scaled(o: Mapping) -> np.ndarray:
+            return np.linalg.norm(pts - np.asarray(o["center_ras_mm"], float), axis=1) / max(float(o["diameter_mm"]), 1.0)
+
+        own = scaled(lesion) <= np.min([scaled(o) for o in rivals], axis=0)
+        mask[tuple(inside[~own].T)] = False
+    return mask
+
+
+def finding_lesions(report: str | os.PathLike, reference: Mapping, settings: Mapping | None = None
+                    ) -> list[tuple[str, dict]]:
+    """(prompt, lesion) for each finding the workflow's findings stage extracts from a demo
+    report that names a lesion. The report is parsed with the workflow's own findings
+    settings, so each prompt is exactly the text that will be segmented."""
+    from voxtell.cohort.prompts import segmentable
+    from voxtell.cohort.stage_findings import findings_config
+    from voxtell.reports import extract_findings, read_report
+
+    lesions = reference.get("lesions", [])
+    by_sentence = {f["sentence"].strip(): lesions[f["lesion"]] for f in reference.get("findings", [])
+                   if f.get("lesion") is not None}
+    found = extract_findings(read_report(report), reference.get("study_id", ""), findings_config(dict(settings or {})))
+    return [(f.prompt, by_sentence[f.sentence.strip()]) for f in found
+            if f.sentence.strip() in by_sentence and segmentable(f.to_dict())]
+
+
+def _save_mask(mask: np.ndarray, img, path: Path) -> None:
+    import nibabel as nib
+
+    out = nib.Nifti1Image(mask.astype(np.uint8), img.affine, img.header)
+    out.set_data_dtype(np.uint8)
+    with atomic_path(path) as tmp:
+        nib.save(out, str(tmp))
+
+
+def write_reference_map(ref_dir: str | os.PathLike, concepts: dict[str, list[int]], prompts: Sequence[str],
+                        findings: Sequence[tuple[str, Mapping]] = (), lesions: Sequence[Mapping] = ()) -> dict:
+    """Binary reference masks for ``prompts`` (the union of their concept's labels) and for
+    finding prompts (the one lesion of ``lesions`` each describes) from the study's label
+    map, plus the map JSON."""
     import nibabel as nib
 
     ref_dir = Path(ref_dir)
@@ -50,18 +112,27 @@ def write_reference_map(ref_dir: str | os.PathLike, concepts: dict[str, list[int
             log.info("no ground truth for prompt %r in %s", prompt, ref_dir)
             continue
         name = f"{prompt_id(prompt)}.nii.gz"
-        mask = np.isin(labels, values).astype(np.uint8)
-        out = nib.Nifti1Image(mask, img.affine, img.header)
-        out.set_data_dtype(np.uint8)
-        with atomic_path(ref_dir / name) as tmp:
-            nib.save(out, str(tmp))
+        _save_mask(np.isin(labels, values), img, ref_dir / name)
+        mapping[prompt] = {"file": name}
+    for prompt, lesion in findings:
+        mask = lesion_mask(labels, img.affine, lesion, lesions)
+        if not mask.any():
+            log.warning("finding %r: its lesion is not in the label map of %s", prompt, ref_dir)
+            continue
+        name = f"{prompt_id(prompt)}.nii.gz"
+        _save_mask(mask, img, ref_dir / name)
         mapping[prompt] = {"file": name}
     write_json_atomic(ref_dir / REFERENCE_MAP, mapping)
     return mapping
 
 
-def run_demo_cohort(out_dir: str | os.PathLike, n_studies: int, seed: int, fixed_prompts: Sequence[str]) -> Path:
-    """Write the demo cohort under ``out_dir`` and return its ``samples.tsv``."""
+def run_demo_cohort(out_dir: str | os.PathLike, n_studies: int, seed: int, fixed_prompts: Sequence[str],
+                    findings_settings: Mapping | None = None) -> Path:
+    """Write the demo cohort under ``out_dir`` and return its ``samples.tsv``.
+
+    With ``findings_settings`` (the workflow's ``findings`` config; None when findings are
+    off) the reference map also covers the report's finding prompts.
+    """
     import json
 
     from voxtell.data.demo import write_demo_cohort
@@ -71,7 +142,8 @@ def run_demo_cohort(out_dir: str | os.PathLike, n_studies: int, seed: int, fixed
     rows = ["study_id\tdicom\treport\treference"]
     for s in studies:
         ref = json.loads((s.reference / "reference.json").read_text(encoding="utf-8"))
-        write_reference_map(s.reference, ref.get("concepts", {}), fixed_prompts)
+        found = finding_lesions(s.report, ref, findings_settings) if findings_settings is not None else []
+        write_reference_map(s.reference, ref.get("concepts", {}), fixed_prompts, found, ref.get("lesions", []))
         rows.append(
             "\t".join([s.study_id, os.path.relpath(s.dicom_dir, out), os.path.relpath(s.report, out),
                        os.path.relpath(s.reference / REFERENCE_MAP, out)])

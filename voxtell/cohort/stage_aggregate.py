@@ -90,18 +90,25 @@ def run_aggregate(
     return summary
 
 
+#: The dice.tsv row of every report finding with a reference (each finding's text is its own
+#: prompt, so per-prompt rows would say little; stats.parquet has them one by one).
+FINDINGS_ROW = "(report findings)"
+
+
 def write_dice_summary(stats_path: str | os.PathLike, out_tsv: str | os.PathLike) -> dict[str, dict[str, float]]:
-    """Mean Dice per prompt over studies with a reference mask (the demo's ground truth)."""
+    """Mean Dice per fixed prompt, and over all report findings, for the studies with a
+    reference mask (the demo's ground truth)."""
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
+    from voxtell.cohort.prompts import FINDING
     from voxtell.io.atomic import write_text_atomic
 
-    table = pq.read_table(stats_path, columns=["prompt", "dice"])
+    table = pq.read_table(stats_path, columns=["prompt", "source", "dice"])
     table = table.filter(pc.is_valid(table["dice"]))
     per_prompt: dict[str, list[float]] = {}
-    for prompt, dice in zip(table["prompt"].to_pylist(), table["dice"].to_pylist()):
-        per_prompt.setdefault(prompt, []).append(float(dice))
+    for prompt, source, dice in zip(table["prompt"].to_pylist(), table["source"].to_pylist(), table["dice"].to_pylist()):
+        per_prompt.setdefault(FINDINGS_ROW if source == FINDING else prompt, []).append(float(dice))
     summary = {p: {"n": len(v), "mean_dice": sum(v) / len(v), "min_dice": min(v)} for p, v in sorted(per_prompt.items())}
     lines = ["prompt\tn\tmean_dice\tmin_dice"]
     lines += [f"{p}\t{s['n']}\t{s['mean_dice']:.4f}\t{s['min_dice']:.4f}" for p, s in summary.items()]

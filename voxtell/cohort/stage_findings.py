@@ -39,7 +39,8 @@ class FindingsTask:
     out_dir: str
 
 
-def _findings_config(settings: dict[str, Any]):
+def findings_config(settings: dict[str, Any]):
+    """The FindingsConfig of the workflow's findings settings (None values: the defaults)."""
     from voxtell.reports import FindingsConfig
 
     kwargs = {k: v for k, v in settings.items() if v is not None}
@@ -94,7 +95,7 @@ def run_findings_shard(
             summary.add(previous, reused=True)
             continue
         if cfg is None:
-            cfg = _findings_config(settings)
+            cfg = findings_config(settings)
         marker.unlink(missing_ok=True)
         record = _process(task, cfg)
         st.write(status_path, record)

@@ -7,7 +7,8 @@ truth. Layout under ``out_dir``::
     dicom/{study}/IM*.dcm              one axial CT series per study (fake patient tags)
     reports/{study}.txt                radiotherapy-style report (findings, negations, normals)
     reference/{study}/labels.nii.gz    label map on the grid dcm2niix produces from the series
-    reference/{study}/reference.json   concept -> label values; finding sentence -> concept
+    reference/{study}/reference.json   concept -> label values; finding sentence -> concept and
+                                       the lesion it describes (label value, centre in mm)
     samples.tsv                        study_id, dicom, report, reference
     vocabulary.json                    the phantom vocabulary
 
@@ -94,9 +95,10 @@ def write_demo_cohort(out_dir: str | Path, n: int, seed: int = 0, config: Phanto
             "study_id": study,
             "label_map": "labels.nii.gz",
             "concepts": {c: list(v) for c, v in concept_labels.items() if set(v) & present},
-            "findings": [{"sentence": f.sentence, "concept": f.concept, "labels": list(concept_labels.get(f.concept, ()))}
-                         for f in report.findings],
-            "lesions": [{"kind": les.kind, "side": les.side, "location": les.location, "diameter_mm": les.diameter_mm}
+            "findings": [{"sentence": f.sentence, "concept": f.concept, "labels": list(concept_labels.get(f.concept, ())),
+                          "lesion": f.lesion} for f in report.findings],
+            "lesions": [{"kind": les.kind, "label": LABELS[les.kind], "side": les.side, "location": les.location,
+                         "diameter_mm": les.diameter_mm, "center_ras_mm": [round(float(v), 2) for v in les.center_ras_mm]}
                         for les in ph.lesions],
         })
         studies.append(DemoStudy(study, dicom_dir, report_path, ref_dir))

@@ -26,11 +26,13 @@ LESION_CONCEPT = {
 
 @dataclass(frozen=True)
 class ReportSentence:
-    """A positive finding sentence and the concept it names (for the demo's scoring)."""
+    """A positive finding sentence, the concept it names and the lesion it describes (an
+    index into ``Phantom.lesions``), so the demo can score the mask of each finding."""
 
     sentence: str
     concept: str
     section: str
+    lesion: int | None = None
 
 
 @dataclass(frozen=True)
@@ -68,18 +70,18 @@ def _finding_sentence(les: Lesion, rng: np.random.Generator) -> str:
 def write_report(phantom: Phantom, study_id: str, seed: int = 0) -> DemoReport:
     """Report text for ``phantom``; deterministic in ``(seed, study_id)``."""
     rng = np.random.default_rng(np.random.SeedSequence([seed, *study_id.encode()]))
-    by_kind: dict[str, list[Lesion]] = {}
-    for les in phantom.lesions:
-        by_kind.setdefault(les.kind, []).append(les)
+    by_kind: dict[str, list[tuple[int, Lesion]]] = {}
+    for index, les in enumerate(phantom.lesions):
+        by_kind.setdefault(les.kind, []).append((index, les))
     findings: list[ReportSentence] = []
     lines: list[str] = []
 
     def section(title: str, kind: str | None, negative: str, normal: str = "") -> None:
         sentences = []
-        for les in by_kind.get(kind, []) if kind else []:
+        for index, les in by_kind.get(kind, []) if kind else []:
             s = _finding_sentence(les, rng)
             sentences.append(s)
-            findings.append(ReportSentence(s, LESION_CONCEPT[les.kind], "findings"))
+            findings.append(ReportSentence(s, LESION_CONCEPT[les.kind], "findings", index))
         if not sentences:
             sentences.append(negative)
         if normal:

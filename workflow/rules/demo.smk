@@ -10,6 +10,7 @@ checkpoint demo_cohort:
         n_studies=config["demo"]["n_studies"],
         seed=config["demo"]["seed"],
         fixed_prompts=FIXED_PROMPTS,
+        findings_settings=findings_settings() if USE_FINDINGS else None,
     log:
         "logs/demo/demo_cohort.log",
     resources:
