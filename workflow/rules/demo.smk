@@ -17,6 +17,6 @@ checkpoint demo_cohort:
         mem_mb=2000,
         runtime=30,
     conda:
-        "../../envs/convert.yaml"
+        "../../envs/demo.yaml"
     script:
         "../../scripts/demo_cohort.py"
