@@ -68,17 +68,20 @@ def lesion_mask(labels: np.ndarray, affine: np.ndarray, lesion: Mapping, lesions
 
 
 def finding_lesions(report: str | os.PathLike, reference: Mapping, settings: Mapping | None = None
-                    ) -> list[tuple[str, dict]]:
-    """(prompt, lesion) for each finding the workflow's findings stage extracts from a demo
+                    ) -> list[tuple[str, list[dict]]]:
+    """(prompt, lesions) for each finding the workflow's findings stage extracts from a demo
     report that names a lesion. The report is parsed with the workflow's own findings
-    settings, so each prompt is exactly the text that will be segmented."""
+    settings, so each prompt is exactly the text that will be segmented. A sentence written
+    for two lesions alike (two 12 mm nodules in one lobe) is one prompt for both."""
     from voxtell.cohort.prompts import segmentable
     from voxtell.cohort.stage_findings import findings_config
     from voxtell.reports import extract_findings, read_report
 
     lesions = reference.get("lesions", [])
-    by_sentence = {f["sentence"].strip(): lesions[f["lesion"]] for f in reference.get("findings", [])
-                   if f.get("lesion") is not None}
+    by_sentence: dict[str, list[dict]] = {}
+    for f in reference.get("findings", []):
+        if f.get("lesion") is not None:
+            by_sentence.setdefault(f["sentence"].strip(), []).append(lesions[f["lesion"]])
     found = extract_findings(read_report(report), reference.get("study_id", ""), findings_config(dict(settings or {})))
     return [(f.prompt, by_sentence[f.sentence.strip()]) for f in found
             if f.sentence.strip() in by_sentence and segmentable(f.to_dict())]
@@ -94,10 +97,11 @@ def _save_mask(mask: np.ndarray, img, path: Path) -> None:
 
 
 def write_reference_map(ref_dir: str | os.PathLike, concepts: dict[str, list[int]], prompts: Sequence[str],
-                        findings: Sequence[tuple[str, Mapping]] = (), lesions: Sequence[Mapping] = ()) -> dict:
+                        findings: Sequence[tuple[str, Sequence[Mapping]]] = (), lesions: Sequence[Mapping] = ()
+                        ) -> dict:
     """Binary reference masks for ``prompts`` (the union of their concept's labels) and for
-    finding prompts (the one lesion of ``lesions`` each describes) from the study's label
-    map, plus the map JSON."""
+    finding prompts (the lesions of ``lesions`` each describes) from the study's label map,
+    plus the map JSON."""
     import nibabel as nib
 
     ref_dir = Path(ref_dir)
@@ -114,8 +118,10 @@ def write_reference_map(ref_dir: str | os.PathLike, concepts: dict[str, list[int
         name = f"{prompt_id(prompt)}.nii.gz"
         _save_mask(np.isin(labels, values), img, ref_dir / name)
         mapping[prompt] = {"file": name}
-    for prompt, lesion in findings:
-        mask = lesion_mask(labels, img.affine, lesion, lesions)
+    for prompt, described in findings:
+        mask = np.zeros(labels.shape, bool)
+        for lesion in described:
+            mask |= lesion_mask(labels, img.affine, lesion, lesions)
         if not mask.any():
             log.warning("finding %r: its lesion is not in the label map of %s", prompt, ref_dir)
             continue
