@@ -79,8 +79,8 @@ def main() -> None:
                   device=args.device, num_threads=args.threads, lr=args.lr or RETRAIN_DEFAULTS.lr,
                   focus_concepts=focus or ())
     t0 = time.perf_counter()
-    res = retrain(args.parent, train, args.out / f"child-{args.target}", PHANTOM_VOCABULARY, cfg, heldout=held, tolerance=0.05,
-                  promote_link=None, progress=False)
+    res = retrain(args.parent, train, args.out / f"child-{args.target}", PHANTOM_VOCABULARY, cfg, heldout=held,
+                  tolerance=0.05, promote_link=None, progress=False)
     print(f"retrained {res.train.step} steps in {args.minutes} min (+ evaluation: {time.perf_counter() - t0:.0f} s total)"
           f" on {_device_name(args.device)}")
     print("| concept | parent | child |\n|---|---|---|")

@@ -42,28 +42,28 @@ def lesion_mask(labels: np.ndarray, affine: np.ndarray, lesion: Mapping, lesions
     that touch (two mediastinal nodes) share a component; its voxels are split between
     them by distance to each centre relative to each diameter.
     """
+    from nibabel.affines import apply_affine
     from scipy import ndimage
 
     label = int(lesion["label"])
     components, n = ndimage.label(labels == label, structure=np.ones((3, 3, 3), bool))
+    mask = np.zeros(labels.shape, bool)
     if n == 0:
-        return np.zeros(labels.shape, bool)
+        return mask
     voxels = np.argwhere(components > 0)
-    world = voxels @ affine[:3, :3].T + affine[:3, 3]
+    world = apply_affine(affine, voxels)
     centre = np.asarray(lesion["center_ras_mm"], float)
-    nearest = voxels[int(np.argmin(((world - centre) ** 2).sum(axis=1)))]
-    mask = components == components[tuple(nearest)]
-    rivals = [o for o in lesions if int(o["label"]) == label and o is not lesion
-              and not np.allclose(o["center_ras_mm"], lesion["center_ras_mm"])]
+    owner = components[tuple(voxels.T)]
+    inside = owner == owner[int(np.argmin(((world - centre) ** 2).sum(axis=1)))]
+    voxels, world = voxels[inside], world[inside]
+
+    def scaled(o: Mapping) -> np.ndarray:
+        return np.linalg.norm(world - np.asarray(o["center_ras_mm"], float), axis=1) / max(float(o["diameter_mm"]), 1.0)
+
+    rivals = [o for o in lesions if int(o["label"]) == label and not np.allclose(o["center_ras_mm"], centre)]
     if rivals:
-        inside = np.argwhere(mask)
-        pts = inside @ affine[:3, :3].T + affine[:3, 3]
-
-        def scaled(o: Mapping) -> np.ndarray:
-            return np.linalg.norm(pts - np.asarray(o["center_ras_mm"], float), axis=1) / max(float(o["diameter_mm"]), 1.0)
-
-        own = scaled(lesion) <= np.min([scaled(o) for o in rivals], axis=0)
-        mask[tuple(inside[~own].T)] = False
+        voxels = voxels[scaled(lesion) <= np.min([scaled(o) for o in rivals], axis=0)]
+    mask[tuple(voxels.T)] = True
     return mask
 
 
