@@ -2,8 +2,9 @@
 
 from _wf import setup
 
-setup(snakemake)  # noqa: F821
+log = setup(snakemake)  # noqa: F821
 
+from voxtell.cohort.run_status import read_run_status
 from voxtell.cohort.stage_aggregate import run_aggregate
 
 p = snakemake.params  # noqa: F821
@@ -15,4 +16,7 @@ run_aggregate(
     model_sha256=p.model_sha256,
     text_encoder=p.text_encoder,
     qc_pngs={s: p.patterns['qc'].format(study=s) for s in p.studies},
+    findings_files={s: p.patterns['findings'].format(study=s) for s in p.studies} if 'findings' in p.patterns else {},
+    qc_checks=p.qc_checks,
 )
+log.info("%s", read_run_status(p.results, p.studies).render())

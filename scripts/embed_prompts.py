@@ -16,4 +16,5 @@ run_embed(
     encoder_path=p.encoder_path,
     device=p.device,
     allow_download=p.allow_download,
+    max_prompts=p.max_prompts,
 )

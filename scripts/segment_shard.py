@@ -21,4 +21,5 @@ run_segment_shard(
     text_encoder=s["text_encoder"],
     config_hash=s["config_hash"],
     model_sha_cache=s["model_sha_cache"],
+    max_prompts=s.get("max_prompts"),
 )

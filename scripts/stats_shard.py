@@ -17,4 +17,7 @@ run_stats_shard(
     qc=s["qc"],
     workers=s["workers"],
     config_hash=s["config_hash"],
+    roi_map=s.get("roi_map"),
+    mtv_threshold_suv=s.get("mtv_threshold_suv", 2.5),
+    qc_checks=s.get("qc_checks"),
 )

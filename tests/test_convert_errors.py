@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 
@@ -22,7 +23,10 @@ from voxtell.io.errors import (
 
 
 def _series(root: Path, n: int = 12, **kw):
-    return write_dicom_series(np.zeros((8, 8, n)), (1.0, 1.0, 2.0), root, **kw)
+    """A small CT with air and soft tissue (a constant or all-zero image is itself refused)."""
+    volume = np.full((8, 8, n), -1000.0)
+    volume[2:6, 2:6] = 40.0
+    return write_dicom_series(volume, (1.0, 1.0, 2.0), root, **kw)
 
 
 def _empty(root: Path) -> None:
@@ -134,3 +138,158 @@ def test_nifti_helpers_typed_errors_and_atomic_save(tmp_path: Path) -> None:
     path = save_nifti_atomic(img, tmp_path / "sub" / "x.nii.gz")
     assert [p.name for p in path.parent.iterdir()] == ["x.nii.gz"]  # no temporary left behind
     np.testing.assert_array_equal(np.asanyarray(load_nifti(path).dataobj), np.asanyarray(img.dataobj))
+
+
+# ----------------------------------------------------------------------------- header values (issue 19)
+import sys  # noqa: E402
+
+import nibabel as nib  # noqa: E402
+
+from voxtell.io.errors import (  # noqa: E402
+    HeaderValueError,
+    ImplausibleValuesError,
+    NiftiError,
+)
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from realdicom import crop_series, header_volume, set_element  # noqa: E402
+
+#: (keyword, value, vr, explicit, which files) -> error; values a damaged export holds.
+HEADER_CASES = {
+    "slope zero": ("RescaleSlope", "0", None, False, "all", HeaderValueError, "must be positive"),
+    "slope negative": ("RescaleSlope", "-1", None, False, "all", HeaderValueError, "must be positive"),
+    "slope absurd": ("RescaleSlope", "1e6", None, False, "all", HeaderValueError, r"scaled 1e\+06-fold"),
+    "slope not a number": ("RescaleSlope", "abc", None, False, "all", HeaderValueError, "not a number"),
+    "slope NaN": ("RescaleSlope", "NaN", None, False, "all", HeaderValueError, "not finite"),
+    "intercept missing": ("RescaleIntercept", None, None, False, "all", HeaderValueError, "RescaleIntercept missing"),
+    "intercept shifts HU": ("RescaleIntercept", "5000", None, False, "all", ImplausibleValuesError, "median"),
+    "slope differs in one slice": ("RescaleSlope", "2", None, False, "one", HeaderValueError, "slice to slice"),
+    "pixel spacing zero": ("PixelSpacing", ["0", "0"], None, False, "all", HeaderValueError, "PixelSpacing is 0"),
+    "pixel spacing negative": ("PixelSpacing", ["-0.9", "0.9"], None, False, "all", HeaderValueError, "PixelSpacing"),
+    "pixel spacing absurd": ("PixelSpacing", ["1e6", "1e6"], None, False, "all", HeaderValueError, "PixelSpacing"),
+    "pixel spacing one value": ("PixelSpacing", "0.97", "DS", False, "all", HeaderValueError, "2 expected"),
+    "position missing": ("ImagePositionPatient", None, None, False, "one", HeaderValueError, "ImagePositionPatient is missing"),
+    "position absurd": ("ImagePositionPatient", ["1e30", "0", "0"], None, False, "one", HeaderValueError, "from the origin"),
+    "orientation zero": ("ImageOrientationPatient", ["0"] * 6, None, False, "all", HeaderValueError, "unit vectors"),
+    "rows wrong VR": ("Rows", "\x00\x01\x02", "US", True, "all", HeaderValueError, "Rows"),
+    "rows too large": ("Rows", 4096, "US", False, "all", HeaderValueError, "pixel data holds"),
+    "bits allocated 12": ("BitsAllocated", 12, "US", False, "all", HeaderValueError, "BitsAllocated is 12"),
+    "samples per pixel 3": ("SamplesPerPixel", 3, "US", False, "all", HeaderValueError, "colour"),
+    "pixel representation flipped": ("PixelRepresentation", 0, "US", False, "all", ImplausibleValuesError, "PixelRepresentation"),
+    "frames zero": ("NumberOfFrames", "0", "IS", False, "all", HeaderValueError, "NumberOfFrames"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HEADER_CASES))
+def test_real_ct_with_bad_header_value_is_refused_by_name(case: str, tmp_path: Path) -> None:
+    keyword, value, vr, explicit, which, error, words = HEADER_CASES[case]
+    files = crop_series(tmp_path / "study")
+    for f in files if which == "all" else files[5:6]:
+        set_element(f, keyword, value, vr, explicit)
+    out = tmp_path / "out"
+    with pytest.raises(error, match=words) as info:
+        convert_study(tmp_path / "study", out)
+    status = json.loads((out / "status.json").read_text())
+    assert status["error"] == error.__name__ and status["message"] == str(info.value)
+    assert not (out / "image.nii.gz").exists()
+
+
+def test_real_ct_converts_with_hu_and_uids_from_headers(tmp_path: Path) -> None:
+    """The undamaged crop: HU and spacing equal an independent computation; C2 fields present."""
+    import pydicom
+
+    files = crop_series(tmp_path / "study")
+    result = convert_study(tmp_path / "study", tmp_path / "out")
+    truth, spacing = header_volume(files)
+    got = nib.as_closest_canonical(nib.load(result.image_path))
+    want = nib.as_closest_canonical(nib.Nifti1Image(truth, got.affine))  # header volume is LPS-indexed like the DICOM
+    assert np.allclose(np.sort(got.get_fdata().ravel()), np.sort(want.get_fdata().ravel()))
+    np.testing.assert_allclose(sorted(result.spacing), sorted(spacing), rtol=1e-4)
+    record = json.loads(result.series_json_path.read_text())
+    ds = pydicom.dcmread(files[0], stop_before_pixels=True)
+    assert record["study_instance_uid"] == ds.StudyInstanceUID
+    assert record["frame_of_reference_uid"] == ds.FrameOfReferenceUID
+    assert result.study_instance_uid == ds.StudyInstanceUID
+    assert record["warnings"] == list(result.warnings) == []
+
+
+def test_ct_without_air_converts_with_a_warning(tmp_path: Path) -> None:
+    crop_series(tmp_path / "study", rows=(100, 148), cols=(100, 148))  # inside the thigh
+    result = convert_study(tmp_path / "study", tmp_path / "out")
+    assert any(w.startswith("CT has no air") for w in result.warnings)
+    assert json.loads(result.series_json_path.read_text())["warnings"] == list(result.warnings)
+
+
+def test_mr_without_rescale_tags_is_fine(tmp_path: Path) -> None:
+    """Rescale tags are required for CT only; an MR without them keeps its stored values."""
+    ct = _series(tmp_path / "study", modality="MR")
+    for f in ct.files:
+        set_element(f, "RescaleSlope", None)
+        set_element(f, "RescaleIntercept", None)
+    result = convert_study(tmp_path / "study", tmp_path / "out")
+    assert result.modality == "MR" and not any("Rescale" in w for w in result.warnings)
+
+
+# ----------------------------------------------------------------------------- NIfTI headers
+def _tiny_nifti_claiming(path: Path, shape: tuple[int, ...], gz: bool) -> Path:
+    hdr = nib.Nifti1Header()
+    hdr.set_data_dtype(np.float32)
+    hdr.set_data_shape((2, 2, 2))
+    img = nib.Nifti1Image(np.ones((2, 2, 2), np.float32), np.eye(4), hdr)
+    nib.save(img, str(path))
+    raw = bytearray(gzip.decompress(path.read_bytes()) if gz else path.read_bytes())
+    dims = np.array([len(shape), *shape, *([1] * (7 - len(shape)))], dtype="<i2")
+    raw[40:56] = dims.tobytes()
+    path.write_bytes(gzip.compress(bytes(raw)) if gz else bytes(raw))
+    return path
+
+
+@pytest.mark.parametrize("gz", [False, True], ids=["nii", "nii.gz"])
+def test_nifti_claiming_a_huge_shape_fails_fast_without_allocating(tmp_path: Path, gz: bool) -> None:
+    import time
+    import tracemalloc
+
+    from voxtell.io.volume import check_image_file
+
+    path = _tiny_nifti_claiming(tmp_path / ("big.nii.gz" if gz else "big.nii"), (1000, 1000, 500), gz)
+    assert path.stat().st_size < 400
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    with pytest.raises(NiftiError, match="claims shape"):
+        check_image_file(path)
+    elapsed = time.perf_counter() - t0
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 20 * 2**20, peak  # the claim is 2 GB
+    assert elapsed < 5
+
+
+NIFTI_CASES = {
+    "NaN voxel": (lambda d: np.where(np.arange(d.size).reshape(d.shape) == 5, np.nan, d), np.eye(4), "NonFiniteVolumeError"),
+    "all zero": (lambda d: np.zeros_like(d), np.eye(4), "EmptyVolumeError"),
+    "zero spacing": (lambda d: d, np.diag([1.0, 0.0, 1.0, 1.0]), "VolumeGeometryError"),
+    "absurd spacing": (lambda d: d, np.diag([1.0, 1.0, 1e6, 1.0]), "VolumeGeometryError"),
+    "single slice": (lambda d: d[:, :, :1], np.eye(4), "VolumeShapeError"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(NIFTI_CASES))
+def test_nifti_input_fails_in_convert_as_segment_would_fail(case: str, tmp_path: Path) -> None:
+    """The convert stage and the predictor's preprocessing apply one check and raise the same class."""
+    from voxtell.cohort.stage_convert import run_convert
+    from voxtell.inference.preprocessing import preprocess
+
+    change, affine, error = NIFTI_CASES[case]
+    data = change(np.random.default_rng(0).normal(0, 100, (12, 12, 8)).astype(np.float32))
+    path = tmp_path / "img.nii.gz"
+    img = nib.Nifti1Image(data, None)
+    img.header.set_sform(affine, code=1)
+    img.header.set_qform(None, code=0)
+    nib.save(img, str(path))
+    record = run_convert("s1", tmp_path / "out", image=str(path))
+    as_dict = record if isinstance(record, dict) else record.__dict__
+    text = json.dumps(as_dict, default=str)
+    assert error in text, text
+    with pytest.raises(InputError) as info:
+        preprocess(path, (8, 8, 8))
+    assert type(info.value).__name__ == error

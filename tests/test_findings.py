@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from voxtell.reports import FindingsConfig, extract_findings, read_report
+from voxtell.reports.findings import finding_key
 
 REPORTS = Path(__file__).parent / "data" / "reports"
 
@@ -110,7 +111,7 @@ def test_example_report_fields():
     text = read_report(REPORTS / "r01_ct_chest_staging.txt")
     findings = extract_findings(text, "S1")
     first = findings[0]
-    assert first.finding_id == "S1-f000"
+    assert first.finding_id == f"S1-f{finding_key(first.sentence)}"
     assert first.section == "findings"
     assert first.measurements_mm == (34.0, 28.0)
     assert first.laterality == "right"
@@ -118,7 +119,7 @@ def test_example_report_fields():
     assert "\n" not in first.prompt and "(RUL)" not in first.prompt
     impression = [f for f in findings if f.section == "impression"]
     assert impression[0].prompt.startswith("right upper lobe mass")  # RUL expanded
-    assert impression[0].duplicate_of == "S1-f000" and impression[0].uncertain
+    assert impression[0].duplicate_of == first.finding_id and impression[0].uncertain
     assert not any("PET-CT" in f.sentence for f in findings)  # recommendation
     assert not any(f.sentence.startswith("Lung cancer staging") for f in findings)  # history skipped
     resolved = [f for f in findings if f.assertion == "resolved"]

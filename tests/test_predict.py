@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import nibabel as nib
@@ -191,21 +192,17 @@ def test_released_folder_defaults_to_released_encoder(small_ct, tiny_network):
     assert predictor.encoder_id == RELEASED_TEXT_ENCODER
 
 
-def test_jobs_embed_union_once_and_isolate_bad_studies(tmp_path, model_dir, bank_path, small_ct):
-    predictor = Predictor.from_model_dir(model_dir, PredictorConfig(device="cpu", progress=False), bank=bank_path)
-    bad = tmp_path / "bad.nii.gz"
-    bad.write_bytes(b"garbage")
-    jobs = [
-        {"study_id": "a", "image": str(small_ct), "output_dir": str(tmp_path / "a"), "prompts": PROMPTS[:2]},
-        {"study_id": "b", "image": str(bad), "output_dir": str(tmp_path / "b"), "prompts": PROMPTS[1:]},
-        {"study_id": "c", "image": str(small_ct), "output_dir": str(tmp_path / "c"), "prompts": []},
-    ]
-    statuses = predictor.predict_jobs(jobs)
-    assert [s.status for s in statuses] == ["ok", "error", "error"]
-    assert statuses[1].error_class == "UnreadableImageError" and statuses[2].error_class == "PromptError"
-    assert (tmp_path / "a" / "manifest.json").is_file()
-    assert not (tmp_path / "b").exists() and not (tmp_path / "c").exists()
-    assert [s.status for s in predictor.predict_jobs(jobs[:1])] == ["skipped"]
+def test_cli_several_images_one_bad_goes_on(tmp_path, model_dir, bank_path, small_ct):
+    """`voxtell predict` over several images: a bad one is logged and exits 1, the others are
+    segmented (there is no skip rule here; cohorts go through the workflow's segment stage)."""
+    images = tmp_path / "in"
+    images.mkdir()
+    shutil.copy(small_ct, images / "a.nii.gz")
+    (images / "b.nii.gz").write_bytes(b"garbage")
+    rc = cli_main(["predict", "--model", str(model_dir), "-i", str(images), "-o", str(tmp_path / "out"),
+                   "-p", *PROMPTS[:2], "--bank", str(bank_path), "--device", "cpu", "--no-progress"])
+    assert rc == 1
+    assert (tmp_path / "out" / "a" / "manifest.json").is_file() and not (tmp_path / "out" / "b").exists()
 
 
 class InterruptAfter:
@@ -256,19 +253,16 @@ def test_prompt_errors(tiny_network, small_ct):
 
 
 # ---------------------------------------------------------------------------- CLI
-def test_cli_predict_and_jobs(tmp_path, model_dir, bank_path, small_ct):
+def test_cli_predict_and_prompt_metadata(tmp_path, model_dir, bank_path, small_ct):
     rc = cli_main(["predict", "--model", str(model_dir), "-i", str(small_ct), "-o", str(tmp_path / "one"),
                    "-p", PROMPTS[0], PROMPTS[1], "--bank", str(bank_path), "--device", "cpu", "--no-progress",
                    "--sw-batch-size", "3"])
     assert rc == 0
     manifest = json.loads((tmp_path / "one" / "manifest.json").read_text())
     assert [p["prompt"] for p in manifest["prompts"]] == PROMPTS[:2]
-    jobs = [{"study_id": "j1", "image": str(small_ct), "output_dir": str(tmp_path / "j1"),
-             "prompts": [{"prompt": PROMPTS[2], "finding_id": "F-1"}]}]
-    (tmp_path / "jobs.json").write_text(json.dumps(jobs))
-    rc = cli_main(["predict", "--model", str(model_dir), "--jobs", str(tmp_path / "jobs.json"),
-                   "--bank", str(bank_path), "--device", "cpu", "--no-progress", "--save-probabilities"])
-    assert rc == 0
+    predictor = Predictor.from_model_dir(model_dir, PredictorConfig(device="cpu", progress=False,
+                                                                    save_probabilities=True), bank=bank_path)
+    predictor.predict_to_folder(small_ct, [{"prompt": PROMPTS[2], "finding_id": "F-1"}], tmp_path / "j1", study_id="j1")
     manifest = json.loads((tmp_path / "j1" / "manifest.json").read_text())
     assert manifest["prompts"][0]["finding_id"] == "F-1" and manifest["study_id"] == "j1"
     prob = nib.load(tmp_path / "j1" / manifest["prompts"][0]["file"])

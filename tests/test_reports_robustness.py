@@ -12,12 +12,12 @@ import pytest
 from voxtell.cli import main
 from voxtell.reports import (
     FindingsConfig,
-    extract_cohort,
     extract_findings,
     read_findings_jsonl,
     read_report,
     write_findings_jsonl,
 )
+from voxtell.reports.findings import finding_key
 from voxtell.reports.measurements import parse_measurements_mm
 from voxtell.reports.pipeline import build_pipeline, pipeline_versions
 from voxtell.reports.sections import split_blocks
@@ -156,19 +156,22 @@ def test_custom_vocabulary(tmp_path):
     assert pipeline_versions(config)["vocabulary_sha256"] == load_vocabulary(vocab).sha256
 
 
-def test_pipeline_is_built_once_and_uses_scispacy():
+def test_pipeline_is_built_once_and_quickly():
+    import time
+
+    from voxtell.reports.pipeline import _build
+
+    _build.cache_clear()
+    t0 = time.perf_counter()
     first = build_pipeline(FindingsConfig())
+    assert time.perf_counter() - t0 < 1.5  # issue 21: construction <= 1.5 s per process
     assert build_pipeline(FindingsConfig()) is first
-    assert first.components == ("pysbd_sentencizer", "abbreviation_detector")
-    doc = first.process(first.make_doc("A mass in the right upper lobe (RUL). The RUL mass abuts the pleura."))
-    assert [s.text for s in doc.sents] == ["A mass in the right upper lobe (RUL).", "The RUL mass abuts the pleura."]
-    assert {(a.text, a._.long_form.text) for a in doc._.abbreviations} == {("RUL", "right upper lobe")}
 
 
-def test_missing_scispacy_model_degrades_with_a_message(caplog):
+def test_configured_spacy_model_is_ignored_with_a_message(caplog):
     with caplog.at_level(logging.WARNING):
         pipe = build_pipeline(FindingsConfig(spacy_model="en_core_sci_sm"))
-    assert pipe.model == "blank" and "not installed" in caplog.text
+    assert pipe.model == "rules" and "no longer used" in caplog.text
     assert extract_findings(TEXT, "S", FindingsConfig(spacy_model="en_core_sci_sm"))
 
 
@@ -179,49 +182,10 @@ def test_jsonl_contract_and_cli(tmp_path):
     assert main(["findings", str(report), "-o", str(out)]) == 0
     rows = read_findings_jsonl(out)
     assert [set(r) for r in rows] == [CONTRACT] * len(rows)
-    assert rows[0]["finding_id"] == "study7-f000" and rows[0]["measurements_mm"] == [25.0]
+    assert rows[0]["finding_id"] == f"study7-f{finding_key(rows[0]['sentence'])}"
+    assert rows[0]["measurements_mm"] == [25.0]
     assert [r["negated"] for r in rows] == [False, True, False]
-    assert rows[2]["duplicate_of"] == "study7-f000"
+    assert rows[2]["duplicate_of"] == rows[0]["finding_id"]
     assert not list(out.parent.glob(".*partial*"))  # atomic write leaves no temporary file
     write_findings_jsonl(extract_findings(TEXT, "X"), tmp_path / "again.jsonl")
-    assert json.loads((tmp_path / "again.jsonl").read_text().splitlines()[0])["finding_id"] == "X-f000"
-
-
-@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
-def test_cohort_table(tmp_path, fmt):
-    rows = [
-        {"study_id": "A1", "report": TEXT},
-        {"study_id": "B2", "report": ""},
-        {"study_id": "../evil", "report": TEXT},
-    ]
-    table = tmp_path / f"reports.{fmt}"
-    if fmt == "csv":
-        import csv
-
-        with open(table, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, ["study_id", "report"])
-            writer.writeheader()
-            writer.writerows(rows)
-    elif fmt == "jsonl":
-        table.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    else:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        pq.write_table(pa.Table.from_pylist(rows), table)
-    statuses = extract_cohort(table, tmp_path / "out")
-    assert [s.status for s in statuses] == ["ok", "empty", "error"]
-    assert statuses[0].n_present == 1  # the impression line is a duplicate
-    assert len(read_findings_jsonl(tmp_path / "out" / "A1.jsonl")) == 3
-    assert (tmp_path / "out" / "B2.jsonl").read_text() == ""
-    status_table = (tmp_path / "out" / "findings_status.tsv").read_text().splitlines()
-    assert status_table[0].split("\t")[:2] == ["study_id", "status"] and len(status_table) == 4
-
-
-def test_cohort_cli_with_report_paths(tmp_path, capsys):
-    (tmp_path / "r.txt").write_text(TEXT)
-    table = tmp_path / "t.tsv"
-    table.write_text("study_id\treport_path\nS1\tr.txt\nS2\tmissing.txt\n")
-    assert main(["findings", "--table", str(table), "-o", str(tmp_path / "out")]) == 0
-    assert "2 studies, 1 errors" in capsys.readouterr().out
-    assert (tmp_path / "out" / "S1.jsonl").exists()
+    assert json.loads((tmp_path / "again.jsonl").read_text().splitlines()[0])["finding_id"].startswith("X-f")

@@ -92,8 +92,8 @@ def test_dry_run_of_a_cohort_without_data(tmp_path):
     (tmp_path / "samples.tsv").write_text("study_id\tdicom\treport\n" + rows)
     make_random_model(tmp_path / "model")
     jobs = planned_jobs(tmp_path)
-    assert jobs["convert_study"] == 12 and jobs["embed_prompts"] == 1 and jobs["aggregate_cohort"] == 1
-    assert jobs["segment_shard"] == jobs["stats_shard"] == jobs["findings_shard"] == 4
+    assert jobs["embed_prompts"] == 1 and jobs["aggregate_cohort"] == 1
+    assert jobs["convert_shard"] == jobs["segment_shard"] == jobs["stats_shard"] == jobs["findings_shard"] == 4
 
 
 def test_config_errors_are_clear(tmp_path):

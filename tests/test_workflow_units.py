@@ -13,7 +13,7 @@ from voxtell.cohort import SamplesError, assign_shards, config_hash, load_sample
 from voxtell.cohort import markers
 from voxtell.cohort import status as st
 from voxtell.cohort.config_docs import generated_section, iter_keys, render
-from voxtell.cohort.model_ref import ModelFolderError, model_ref
+from voxtell.model.folder import ModelFolderError, model_ref
 from voxtell.cohort.prompts import cohort_prompts, study_prompts
 from voxtell.errors import InputError
 

@@ -18,7 +18,7 @@ from voxtell.errors import VoxTellError
 
 #: Modules that register subcommands, in the order they appear in ``--help``.
 COMMAND_MODULES = (
-    "voxtell.io.cli",  # convert, rtstruct
+    "voxtell.io.cli",  # convert, rtstruct, export-dicom
     "voxtell.reports.cli",  # findings
     "voxtell.text.cli",  # embed
     "voxtell.inference.cli",  # predict
@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "voxtell.training.cli",  # train, retrain
     "voxtell.model.cli",  # model-info
     "voxtell.model.onnx_cli",  # export-onnx
+    "voxtell.cohort.cli",  # status
 )
 
 

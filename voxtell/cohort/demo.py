@@ -73,9 +73,8 @@ def finding_lesions(report: str | os.PathLike, reference: Mapping, settings: Map
     report that names a lesion. The report is parsed with the workflow's own findings
     settings, so each prompt is exactly the text that will be segmented. A sentence written
     for two lesions alike (two 12 mm nodules in one lobe) is one prompt for both."""
-    from voxtell.cohort.prompts import segmentable
     from voxtell.cohort.stage_findings import findings_config
-    from voxtell.reports import extract_findings, read_report
+    from voxtell.reports import extract_findings, gets_mask, read_report
 
     lesions = reference.get("lesions", [])
     by_sentence: dict[str, list[dict]] = {}
@@ -84,7 +83,7 @@ def finding_lesions(report: str | os.PathLike, reference: Mapping, settings: Map
             by_sentence.setdefault(f["sentence"].strip(), []).append(lesions[f["lesion"]])
     found = extract_findings(read_report(report), reference.get("study_id", ""), findings_config(dict(settings or {})))
     return [(f.prompt, by_sentence[f.sentence.strip()]) for f in found
-            if f.sentence.strip() in by_sentence and segmentable(f.to_dict())]
+            if f.sentence.strip() in by_sentence and gets_mask(f)[0]]
 
 
 def _save_mask(mask: np.ndarray, img, path: Path) -> None:

@@ -1,10 +1,12 @@
-"""Done markers: skip a study whose inputs, model, prompts and settings are unchanged.
+"""Done markers: skip a study whose inputs are unchanged and whose outputs are intact.
 
 Shard jobs rerun whenever one of their studies changes (a new study joins the shard, a
 report is edited, the model is replaced). Inside the job, each study's marker holds a
-fingerprint of everything its result depends on; a study whose fingerprint matches is
-skipped, so a rerun costs only the studies that changed, and an interrupted job resumes
-where it stopped. The marker is written last, after the study's outputs are in place.
+fingerprint of everything its result depends on, and the size and modification time of
+every file the study produced; a study is skipped only if its fingerprint matches and each
+of those files is still there, unchanged. A mask deleted or edited after a run is therefore
+redone by the next run (``stale`` finds such studies when the workflow is planned, so the
+shard job runs at all). The marker is written last, after the study's outputs are in place.
 """
 
 from __future__ import annotations
@@ -12,13 +14,14 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from voxtell import __version__
 from voxtell.cohort.hashing import stable_hash
+from voxtell.cohort.layout import MARKER, STATUS
 from voxtell.io.atomic import write_json_atomic
 
-MARKER_NAME = "done.json"
+MARKER_NAME = MARKER
 
 
 def fingerprint(inputs: dict[str, Any]) -> str:
@@ -34,23 +37,79 @@ def read_marker(path: str | os.PathLike) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+def file_stamp(path: str | os.PathLike) -> list[int] | None:
+    """[size, mtime_ns] of a file, None if it does not exist."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns]
+
+
+def _outputs_of(marker_path: Path, outputs: Iterable[str | os.PathLike]) -> dict[str, list[int]]:
+    """Output file -> stamp; files in the marker's folder are named relative to it."""
+    base = marker_path.parent.resolve()
+    out: dict[str, list[int]] = {}
+    for p in map(Path, outputs):
+        stamp = file_stamp(p)
+        if stamp is None:
+            raise FileNotFoundError(f"{p} does not exist; a done marker can only vouch for files that exist")
+        full = p.resolve()
+        out[str(full.relative_to(base)) if full.is_relative_to(base) else str(full)] = stamp
+    return out
+
+
+def outputs_intact(marker_path: str | os.PathLike, marker: dict[str, Any] | None = None) -> bool:
+    """True if every file the marker vouches for still has its recorded size and mtime."""
+    marker_path = Path(marker_path)
+    marker = marker if marker is not None else read_marker(marker_path)
+    if marker is None or not isinstance(marker.get("outputs"), dict):
+        return False
+    for name, stamp in marker["outputs"].items():
+        p = Path(name)
+        if not p.is_absolute():
+            p = marker_path.parent / p
+        if file_stamp(p) != stamp:
+            return False
+    return True
+
+
 def is_current(path: str | os.PathLike, inputs: dict[str, Any]) -> bool:
     """True if the marker at ``path`` was written for exactly these inputs."""
     marker = read_marker(path)
     return marker is not None and marker.get("fingerprint") == fingerprint(inputs)
 
 
-def write_marker(path: str | os.PathLike, inputs: dict[str, Any], **extra: Any) -> None:
-    write_json_atomic(
-        path,
-        {"fingerprint": fingerprint(inputs), "pipeline_version": __version__, "inputs": inputs, **extra},
-    )
+def write_marker(path: str | os.PathLike, inputs: dict[str, Any], outputs: Iterable[str | os.PathLike] = (),
+                 **extra: Any) -> dict[str, Any]:
+    """Write the marker last: ``outputs`` (the study's files, its status record included)
+    are stamped so that a later change to any of them makes the study run again."""
+    path = Path(path)
+    record = {"fingerprint": fingerprint(inputs), "pipeline_version": __version__, "inputs": inputs,
+              "outputs": _outputs_of(path, outputs), **extra}
+    write_json_atomic(path, record)
+    return record
 
 
-def can_reuse(marker: str | os.PathLike, inputs: dict[str, Any], previous: dict[str, Any] | None,
-              output: str | os.PathLike) -> bool:
-    """Whether a study's earlier result stands: its marker matches ``inputs`` and either it
-    failed (the failure stays recorded until an input changes) or its output still exists."""
-    if previous is None or not is_current(marker, inputs):
+def can_reuse(marker: str | os.PathLike, inputs: dict[str, Any], previous: dict[str, Any] | None) -> bool:
+    """Whether a study's earlier result stands: a status record exists, the marker matches
+    ``inputs`` and every file it vouches for is unchanged (a failure stays recorded until an
+    input changes)."""
+    if previous is None:
         return False
-    return previous.get("status") != "ok" or Path(output).is_file()
+    data = read_marker(marker)
+    return data is not None and data.get("fingerprint") == fingerprint(inputs) and outputs_intact(marker, data)
+
+
+def stale(study_dirs: Iterable[str | os.PathLike]) -> list[str]:
+    """Study folders whose results no longer match their done marker (a file deleted or
+    changed since), or that lost their status record: their shard must run again."""
+    out = []
+    for d in study_dirs:
+        d = Path(d)
+        marker = d / MARKER
+        if not (d / STATUS).is_file():
+            out.append(str(d))
+        elif marker.is_file() and not outputs_intact(marker):
+            out.append(str(d))
+    return out

@@ -1,24 +1,35 @@
 """Which prompts each study is segmented with, and the cohort's set of unique prompts.
 
 A study's prompts are the fixed prompts of the configuration (organs at risk and the like,
-``source = "config"``) followed by its report findings (``source = "finding"``) that are
-neither negated nor duplicates. Prompts that normalise to the same text are segmented once
-(masks are named by ``prompt_id``). The cohort's unique prompts feed the single embedding
-job, so each prompt is embedded once per cohort, never per study.
+``source = "config"``) followed by its report findings that get a mask
+(``voxtell.reports.findings.gets_mask``: asserted present, not a duplicate;
+``source = "finding"``). Prompts that normalise to the same text are segmented once (masks
+are named by ``prompt_id``). At most ``max_prompts`` prompts per study are segmented (a
+report with thousands of finding sentences would otherwise run a segmentation job out of
+memory); the findings beyond the cap are recorded as skipped, with the reason. The cohort's
+unique prompts feed the single embedding job, so each prompt is embedded once per cohort.
+
+A finding prompt carries the finding's fields (contract C3) through the predictor into the
+manifest, where the stats stage reads them.
 """
 
 from __future__ import annotations
 
-import json
 import os
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
 
 from voxtell.errors import InputError
 from voxtell.prompts import normalize_prompt, prompt_id
+from voxtell.reports.findings import gets_mask
+from voxtell.reports.output import read_findings_jsonl
 
 CONFIG, FINDING = "config", "finding"
+#: The finding fields a prompt entry carries into the manifest (contract C3).
+FINDING_FIELDS = ("finding_id", "sentence", "section", "concepts", "laterality", "assertion", "uncertain",
+                  "measurements")
+#: Default cap of prompts per study (config ``segment.max_prompts_per_study``).
+MAX_PROMPTS = 64
 
 
 @dataclass(frozen=True)
@@ -28,14 +39,43 @@ class StudyPrompt:
     prompt: str
     source: str
     finding_id: str | None = None
+    finding: dict[str, Any] | None = field(default=None, compare=False)
 
     @property
     def prompt_id(self) -> str:
         return prompt_id(self.prompt)
 
-    def as_job_entry(self) -> dict[str, str | None]:
+    def as_job_entry(self) -> dict[str, Any]:
         """The per-prompt dict of a predictor job (extra keys land in the mask manifest)."""
-        return {"prompt": self.prompt, "source": self.source, "finding_id": self.finding_id}
+        return {"prompt": self.prompt, "source": self.source, "finding_id": self.finding_id, "finding": self.finding}
+
+
+@dataclass(frozen=True)
+class StudyPrompts:
+    """A study's prompts, and the findings it does not segment beyond the cap."""
+
+    prompts: list[StudyPrompt]
+    #: {"finding_id", "prompt", "reason"} of findings that get a mask but are over the cap.
+    over_cap: list[dict[str, Any]]
+
+    def warnings(self) -> list[str]:
+        if not self.over_cap:
+            return []
+        return [f"{len(self.over_cap)} finding(s) beyond segment.max_prompts_per_study were not segmented "
+                f"(first: {self.over_cap[0]['finding_id']}: {self.over_cap[0]['prompt'][:80]!r}); raise the cap "
+                "if the segmentation job's memory allows"]
+
+
+def finding_fields(finding: dict[str, Any]) -> dict[str, Any]:
+    """The C3 dict of a findings.jsonl record (``measurements``: the measured values in mm)."""
+    out = {k: finding.get(k) for k in FINDING_FIELDS if k != "measurements"}
+    out["concepts"] = list(finding.get("concepts") or [])
+    out["uncertain"] = bool(finding.get("uncertain", False))
+    measurements = finding.get("measurements")
+    if measurements is None:
+        measurements = [{"value_mm": float(v)} for v in finding.get("measurements_mm") or []]
+    out["measurements"] = list(measurements)
+    return out
 
 
 def fixed_prompts(prompts: Sequence[str] = (), prompts_file: str | os.PathLike | None = None) -> list[str]:
@@ -52,57 +92,53 @@ def fixed_prompts(prompts: Sequence[str] = (), prompts_file: str | os.PathLike |
     return out
 
 
-def read_findings(path: str | os.PathLike) -> list[dict]:
-    """Findings JSONL records; a missing file means no findings (e.g. no report)."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    records = []
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                records.append(json.loads(line))
-            except ValueError as exc:
-                raise InputError(f"{path} line {n} is not JSON ({exc}); rerun the findings step") from exc
-    return records
+def read_findings(path: str | os.PathLike | None) -> list[dict]:
+    """A study's findings (``read_findings_jsonl``); no file means no findings (no report)."""
+    return read_findings_jsonl(path, missing_ok=True) if path else []
 
 
-def segmentable(finding: dict) -> bool:
-    """Findings that get a mask: affirmed (not negated) and not a duplicate of another."""
-    return not finding.get("negated", False) and finding.get("duplicate_of") is None and bool(
-        normalize_prompt(finding.get("prompt") or "")
-    )
-
-
-def study_prompts(fixed: Sequence[str], findings: Iterable[dict] = ()) -> list[StudyPrompt]:
-    """Fixed prompts first, then segmentable findings; one entry per normalised prompt."""
+def select_prompts(fixed: Sequence[str], findings: Iterable[dict] = (), max_prompts: int | None = MAX_PROMPTS
+                   ) -> StudyPrompts:
+    """Fixed prompts first, then the findings that get a mask; one entry per normalised
+    prompt, at most ``max_prompts`` (None: no cap; fixed prompts always count first)."""
     out: list[StudyPrompt] = []
+    over: list[dict[str, Any]] = []
     seen: set[str] = set()
 
     def add(item: StudyPrompt) -> None:
         key = normalize_prompt(item.prompt)
-        if key and key not in seen:
-            seen.add(key)
-            out.append(item)
+        if not key or key in seen:
+            return
+        if max_prompts is not None and len(out) >= max_prompts:
+            over.append({"finding_id": item.finding_id, "prompt": item.prompt,
+                         "reason": f"over the cap of {max_prompts} prompts per study (segment.max_prompts_per_study)"})
+            return
+        seen.add(key)
+        out.append(item)
 
     for p in fixed:
         add(StudyPrompt(p, CONFIG))
     for f in findings:
-        if segmentable(f):
-            add(StudyPrompt(f["prompt"], FINDING, f.get("finding_id")))
-    return out
+        if gets_mask(f)[0]:
+            add(StudyPrompt(f["prompt"], FINDING, f.get("finding_id"), finding_fields(f)))
+    return StudyPrompts(out, over)
 
 
-def cohort_prompts(fixed: Sequence[str], findings_files: Iterable[str | os.PathLike]) -> list[str]:
-    """Unique normalised prompts of the whole cohort, in first-seen order."""
+def study_prompts(fixed: Sequence[str], findings: Iterable[dict] = (), max_prompts: int | None = MAX_PROMPTS
+                  ) -> list[StudyPrompt]:
+    """The prompts ``select_prompts`` segments."""
+    return select_prompts(fixed, findings, max_prompts).prompts
+
+
+def cohort_prompts(fixed: Sequence[str], findings_files: Iterable[str | os.PathLike],
+                   max_prompts: int | None = MAX_PROMPTS) -> list[str]:
+    """Unique normalised prompts of the whole cohort, in first-seen order (each study's
+    prompts as ``select_prompts`` chooses them, so the cap applies here too)."""
     unique: dict[str, None] = {}
     for p in fixed:
         unique.setdefault(normalize_prompt(p))
     for path in findings_files:
-        for f in read_findings(path):
-            if segmentable(f):
-                unique.setdefault(normalize_prompt(f["prompt"]))
+        for p in select_prompts(fixed, read_findings(path), max_prompts).prompts:
+            unique.setdefault(normalize_prompt(p.prompt))
     unique.pop("", None)
     return list(unique)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 from voxtell.cohort.errors import SamplesError
+from voxtell.cohort.layout import RESERVED_IDS, is_reserved
 
 #: Allowed study ids: they name folders and Snakemake wildcards.
 STUDY_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"
@@ -66,13 +67,23 @@ def _resolve(path: str | None, base: Path | None) -> str | None:
     return os.path.normpath(p)
 
 
+def _reference(value: str | None, dicom: str | None, base: Path | None) -> str | None:
+    """``auto`` (RT objects in the study's DICOM folder; the default for DICOM studies, contract
+    C5) and ``none`` stay words; anything else is a path."""
+    if value is None:
+        return "auto" if dicom else None
+    if value.lower() in ("auto", "none"):
+        return None if value.lower() == "none" else "auto"
+    return _resolve(value, base)
+
+
 def validate_samples(rows: Iterable[Mapping[str, object]], base_dir: str | os.PathLike | None = None,
                      source: str = "samples table") -> list[Sample]:
     """Check rows and turn them into ``Sample`` objects; every problem is listed at once."""
     base = Path(base_dir) if base_dir is not None else None
     problems: list[str] = []
     samples: list[Sample] = []
-    seen: dict[str, int] = {}
+    seen: dict[str, int] = {}  # lower-cased: ids differing only in case share a folder on macOS/Windows
     for n, row in enumerate(rows, start=2):  # line 1 is the header
         values = {k: _clean(row.get(k)) for k in COLUMNS}
         study_id = values["study_id"]
@@ -86,10 +97,17 @@ def validate_samples(rows: Iterable[Mapping[str, object]], base_dir: str | os.Pa
                 "(it names folders), starting with a letter or digit, at most 128 characters"
             )
             continue
-        if study_id in seen:
-            problems.append(f"{where}: study_id {study_id!r} repeats line {seen[study_id]}; ids must be unique")
+        if is_reserved(study_id):
+            problems.append(
+                f"{where}: study_id {study_id!r} is a name the workflow uses for its own files "
+                f"({', '.join(sorted(RESERVED_IDS))}); rename the study (e.g. {study_id}_1)"
+            )
             continue
-        seen[study_id] = n
+        if study_id.lower() in seen:
+            problems.append(f"{where}: study_id {study_id!r} repeats line {seen[study_id.lower()]} "
+                            "(ids are compared ignoring case, as some file systems do); ids must be unique")
+            continue
+        seen[study_id.lower()] = n
         if bool(values["dicom"]) == bool(values["image"]):
             problems.append(f"{where}: study {study_id!r} needs exactly one of 'dicom' (folder) or 'image' (NIfTI)")
             continue
@@ -99,7 +117,7 @@ def validate_samples(rows: Iterable[Mapping[str, object]], base_dir: str | os.Pa
                 dicom=_resolve(values["dicom"], base),
                 image=_resolve(values["image"], base),
                 report=_resolve(values["report"], base),
-                reference=_resolve(values["reference"], base),
+                reference=_reference(values["reference"], values["dicom"], base),
             )
         )
     if problems:
@@ -114,17 +132,37 @@ def read_samples_rows(path: str | os.PathLike) -> list[dict[str, str]]:
     path = Path(path)
     if not path.is_file():
         raise SamplesError(f"samples table {path} does not exist; set 'samples' in the config to a TSV file")
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        lines = (line for line in fh if line.strip() and not line.lstrip().startswith("#"))
-        reader = csv.DictReader(lines, delimiter="\t")
-        header = reader.fieldnames or []
-        missing = [c for c in REQUIRED if c not in header]
-        if missing:
-            raise SamplesError(f"samples table {path} lacks column(s) {missing}; its header is {header}")
-        unknown = [c for c in header if c not in COLUMNS]
-        if unknown:
-            raise SamplesError(f"samples table {path} has unknown column(s) {unknown}; allowed: {list(COLUMNS)}")
-        return [dict(r) for r in reader]
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            lines = [(n, line) for n, line in enumerate(fh, start=1)
+                     if line.strip() and not line.lstrip().startswith("#")]
+    except UnicodeDecodeError as exc:
+        raise SamplesError(f"samples table {path} is not UTF-8 text ({exc}); save it as UTF-8 TSV") from exc
+    rows = list(csv.reader((line for _, line in lines), delimiter="\t"))
+    if not rows:
+        raise SamplesError(f"samples table {path} is empty; it needs a header line (study_id, dicom or image, ...)")
+    header = [h.strip() for h in rows[0]]
+    while header and header[-1] == "":  # a trailing tab after the last column name
+        header.pop()
+    if "" in header:
+        raise SamplesError(f"samples table {path} has an empty column name in its header {header}; remove the "
+                           "extra tab")
+    missing = [c for c in REQUIRED if c not in header]
+    if missing:
+        raise SamplesError(f"samples table {path} lacks column(s) {missing}; its header is {header}")
+    unknown = [c for c in header if c not in COLUMNS]
+    if unknown:
+        raise SamplesError(f"samples table {path} has unknown column(s) {unknown}; allowed: {list(COLUMNS)}")
+    out = []
+    for (n, _), values in zip(lines[1:], rows[1:]):
+        extra = [v for v in values[len(header):] if v.strip()]
+        if extra:
+            raise SamplesError(
+                f"samples table {path} line {n} has {len(values)} tab-separated fields but the header names "
+                f"{len(header)} ({header}); the extra value(s) {extra[:3]} need a column, or remove the extra tab(s)"
+            )
+        out.append(dict(zip(header, values[: len(header)])))
+    return out
 
 
 def load_samples(path: str | os.PathLike) -> list[Sample]:

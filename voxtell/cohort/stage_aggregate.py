@@ -4,7 +4,6 @@ status table, a versions file and the QC report.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import platform
@@ -14,6 +13,7 @@ from typing import Any, Iterable
 
 from voxtell import __version__
 from voxtell.cohort import status as st
+from voxtell.cohort.layout import COHORT_FILES
 from voxtell.io.atomic import write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -43,15 +43,21 @@ def run_aggregate(
     text_encoder: str | None = None,
     qc_pngs: dict[str, str] | None = None,
     extra: dict[str, Any] | None = None,
+    findings_files: dict[str, str] | None = None,
+    qc_checks: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write ``stats.parquet``, ``status.parquet``, ``SCHEMA.md``, ``versions.json`` and ``qc.html``.
 
     ``status_files`` are the stages' per-study ``status.json`` rows (ok, failed, skipped);
-    they go into the status table as they are, so every (study, stage) has a row."""
+    they go into the status table as they are, so every (study, stage) has a row.
+    ``findings_files`` (study -> findings.jsonl) add ``findings.parquet``; ``qc_checks``
+    are the QC thresholds (``stats.qc_checks``) of the flags recomputed over the cohort."""
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     from voxtell.stats import aggregate, write_cohort_html
+    from voxtell.stats.findings_table import write_findings_parquet
+    from voxtell.stats.flags import QCChecksConfig
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -68,11 +74,14 @@ def run_aggregate(
         config_hash=config_hash,
         metadata={"model_sha256_config": model_sha256, "text_encoder": text_encoder,
                   "pipeline_version_workflow": __version__, **(extra or {})},
+        checks=QCChecksConfig.from_mapping(qc_checks),
     )
     status = pq.read_table(result.status_path)
     failed = status.filter(pc.equal(status["status"], st.FAILED)).to_pylist() if status.num_rows else []
     pngs = {k: v for k, v in (qc_pngs or {}).items() if Path(v).is_file()}
-    write_cohort_html(result.stats_path, out / "qc.html", status=result.status_path, qc_pngs=pngs)
+    write_cohort_html(result.stats_path, out / COHORT_FILES["qc"], status=result.status_path, qc_pngs=pngs)
+    if findings_files is not None:
+        write_findings_parquet(findings_files, result.stats_path, out / COHORT_FILES["findings"])
     summary = {
         "pipeline_version": __version__,
         "config_hash": config_hash,
@@ -84,8 +93,8 @@ def run_aggregate(
         "failed": [{**r, "timestamp": r["timestamp"].isoformat()} for r in failed],
         "tools": versions,
     }
-    summary["dice"] = write_dice_summary(result.stats_path, out / "dice.tsv")
-    write_json_atomic(out / "versions.json", summary)
+    summary["dice"] = write_dice_summary(result.stats_path, out / COHORT_FILES["dice"])
+    write_json_atomic(out / COHORT_FILES["versions"], summary)
     log.info("cohort table: %d rows, %d studies, %d failed stage(s)", result.n_rows, result.n_studies, result.n_failed)
     return summary
 
@@ -114,7 +123,3 @@ def write_dice_summary(stats_path: str | os.PathLike, out_tsv: str | os.PathLike
     lines += [f"{p}\t{s['n']}\t{s['mean_dice']:.4f}\t{s['min_dice']:.4f}" for p, s in summary.items()]
     write_text_atomic(out_tsv, "\n".join(lines) + "\n")
     return summary
-
-
-def read_summary(path: str | os.PathLike) -> dict[str, Any]:
-    return json.loads(Path(path).read_text(encoding="utf-8"))

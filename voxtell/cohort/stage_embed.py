@@ -15,7 +15,7 @@ from typing import Any, Iterable, Sequence
 
 from voxtell import __version__
 from voxtell.cohort.hashing import file_sha256
-from voxtell.cohort.prompts import cohort_prompts
+from voxtell.cohort.prompts import MAX_PROMPTS, cohort_prompts
 from voxtell.io.atomic import write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -31,13 +31,16 @@ def run_embed(
     encoder_path: str | None = None,
     device: str = "auto",
     allow_download: bool = False,
+    max_prompts: int | None = MAX_PROMPTS,
 ) -> dict[str, Any]:
-    """Add the cohort's missing prompts to the bank at ``bank_path`` and write a manifest."""
+    """Add the cohort's missing prompts to the bank at ``bank_path`` and write a manifest
+    (``max_prompts``: the per-study cap of the segment stage, so no prompt is embedded that
+    will not be segmented)."""
     from voxtell.text import EmbeddingBank
     from voxtell.text.bank import resolve_embeddings
 
     t0 = time.perf_counter()
-    prompts = cohort_prompts(fixed, findings_files)
+    prompts = cohort_prompts(fixed, findings_files, max_prompts)
     bank_path = Path(bank_path)
     bank = EmbeddingBank.load(bank_path) if bank_path.is_file() else None
     missing = bank.missing(prompts) if bank is not None else list(prompts)

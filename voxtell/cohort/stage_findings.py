@@ -14,18 +14,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from voxtell.cohort import markers
+from voxtell.cohort import layout, markers
 from voxtell.cohort import status as st
 from voxtell.cohort.hashing import file_sha256
 from voxtell.cohort.shards import ShardSummary
-from voxtell.errors import InputError, VoxTellError
+from voxtell.errors import InputError
 from voxtell.io.atomic import write_text_atomic
 
 log = logging.getLogger(__name__)
 
 STAGE = "findings"
-FINDINGS_NAME = "findings.jsonl"
-STATUS_NAME = "status.json"
+FINDINGS_NAME = layout.FINDINGS
+STATUS_NAME = layout.STATUS
 
 
 class EmptyReportError(InputError):
@@ -53,6 +53,7 @@ def findings_config(settings: dict[str, Any]):
 
 def _process(task: FindingsTask, cfg) -> st.Record:
     from voxtell.reports import extract_findings, read_report, write_findings_jsonl
+    from voxtell.reports.findings import gets_mask
 
     out = Path(task.out_dir) / FINDINGS_NAME
     if not task.report:
@@ -66,12 +67,12 @@ def _process(task: FindingsTask, cfg) -> st.Record:
                 "segmented with the fixed prompts)"
             )
         findings = extract_findings(text, task.study_id, cfg)
-    except VoxTellError as exc:
+    except Exception as exc:  # the stage boundary: a study's error is its row (job errors re-raise)
         write_text_atomic(out, "")
-        return st.failed(task.study_id, STAGE, exc, n_findings=0)
+        return st.study_error(task.study_id, STAGE, exc)
     write_findings_jsonl(findings, out)
-    affirmed = [f for f in findings if not getattr(f, "negated", False) and getattr(f, "duplicate_of", None) is None]
-    return st.ok(task.study_id, STAGE, n_findings=len(findings), n_segmentable=len(affirmed), report=task.report)
+    n_masks = sum(gets_mask(f)[0] for f in findings)
+    return st.ok(task.study_id, STAGE, n_findings=len(findings), n_segmentable=n_masks, report=task.report)
 
 
 def run_findings_shard(
@@ -91,7 +92,7 @@ def run_findings_shard(
         inputs = {**base, "report_sha256": file_sha256(task.report) if task.report and Path(task.report).is_file() else None}
         marker, status_path = out_dir / markers.MARKER_NAME, out_dir / STATUS_NAME
         previous = st.read(status_path)
-        if previous is not None and (out_dir / FINDINGS_NAME).is_file() and markers.is_current(marker, inputs):
+        if markers.can_reuse(marker, inputs, previous):
             summary.add(previous, reused=True)
             continue
         if cfg is None:
@@ -99,6 +100,7 @@ def run_findings_shard(
         marker.unlink(missing_ok=True)
         record = _process(task, cfg)
         st.write(status_path, record)
-        markers.write_marker(marker, inputs)
+        if not st.is_unexpected(record):
+            markers.write_marker(marker, inputs, [status_path, out_dir / FINDINGS_NAME])
         summary.add(record, reused=False)
     return summary.write(summary_path)

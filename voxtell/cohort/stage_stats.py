@@ -1,8 +1,9 @@
 """Stats stage, one shard of studies: masks -> per-study Parquet and QC PNG.
 
 Runs after the shard's segmentation and, like it, skips studies whose inputs (the
-segmentation marker, findings, reference masks, settings) are unchanged, so adding one
-study to a shard measures only that study again.
+segmentation's masks, reference masks, settings) are unchanged and whose outputs are intact,
+so adding one study to a shard measures only that study again. A finding's fields come with
+its prompt entry in the segmentation's manifest (contract C3); findings.jsonl is not read.
 """
 
 from __future__ import annotations
@@ -11,11 +12,11 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from tqdm import tqdm
 
-from voxtell.cohort import markers
+from voxtell.cohort import layout, markers
 from voxtell.cohort import status as st
 from voxtell.cohort.hashing import file_sha256
 from voxtell.cohort.shards import ShardSummary
@@ -24,18 +25,18 @@ from voxtell.errors import VoxTellError
 log = logging.getLogger(__name__)
 
 STAGE = "stats"
-STATUS_NAME = "status.json"
-STATS_NAME = "stats.parquet"
-QC_NAME = "qc.png"
+STATUS_NAME = layout.STATUS
+STATS_NAME = layout.STATS
+QC_NAME = layout.QC
 
 
 @dataclass(frozen=True)
 class StatsTask:
     study_id: str
     segment_dir: str
-    findings: str | None
     reference: str | None
     out_dir: str
+    dicom: str | None = None  # the study's DICOM folder: RT objects there are references when reference is 'auto'
 
 
 def _path_fingerprint(path: str | None) -> Any:
@@ -58,9 +59,23 @@ def run_stats_shard(
     qc: bool = True,
     workers: int = 1,
     config_hash: str | None = None,
+    roi_map: Sequence[Mapping[str, Any]] | None = None,
+    mtv_threshold_suv: float = 2.5,
+    qc_checks: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Measure every study of the shard whose segmentation, findings or reference changed."""
+    """Measure every study of the shard whose segmentation, findings or reference changed.
+
+    ``reference: auto`` uses the RTSTRUCT/SEG objects of the study's DICOM folder, mapped to
+    prompts by ``roi_map`` (see ``voxtell.stats.reference``); a PET converted beside the CT
+    adds SUV columns (``voxtell.stats.suv_stats``).
+    """
     from voxtell.stats import StudyStatsConfig, compute_study_stats, render_study_qc, write_stats_parquet
+    from voxtell.stats.reference import AUTO, auto_reference_fingerprint, parse_roi_map, prepare_auto_reference
+    from voxtell.stats.flags import QCChecksConfig
+    from voxtell.stats.suv_stats import SuvConfig, add_suv_columns, pet_beside
+
+    rules = parse_roi_map(roi_map)
+    checks = QCChecksConfig.from_mapping(qc_checks)
 
     summary = ShardSummary(STAGE, shard, extra={"config_hash": config_hash})
     for task in tqdm(tasks, desc=f"stats shard {shard}", unit="study", disable=len(tasks) < 2):
@@ -78,38 +93,68 @@ def run_stats_shard(
             continue
         seg_marker = markers.read_marker(seg_dir / markers.MARKER_NAME) or {}
         inputs = {
-            "segmentation": seg_marker.get("fingerprint"),
-            "findings": _path_fingerprint(task.findings),
-            "reference": _path_fingerprint(task.reference),
+            # the masks as published: a study segmented again is measured again
+            "segmentation": [seg_marker.get("fingerprint"), seg_marker.get("outputs")],
+            "reference": auto_reference_fingerprint(task.dicom, rules) if task.reference == AUTO
+            else _path_fingerprint(task.reference),
+            "pet": _pet_fingerprint(seg_dir),
+            "mtv_threshold_suv": mtv_threshold_suv,
             "qc": qc,
+            "qc_checks": checks.as_dict(),
         }
         previous = st.read(status_path)
-        if markers.can_reuse(marker, inputs, previous, out_dir / STATS_NAME):
+        if markers.can_reuse(marker, inputs, previous):
             summary.add(previous, reused=True)
             continue
         marker.unlink(missing_ok=True)
         try:
             manifest_image = _manifest_image(seg_dir)
+            reference, ref_warnings = task.reference or None, []
+            if task.reference == AUTO:
+                prompts = _manifest_prompts(seg_dir)
+                reference, ref_warnings = prepare_auto_reference(task.dicom, manifest_image, prompts, rules,
+                                                                 out_dir / "reference")
             study = compute_study_stats(
                 manifest_image,
                 seg_dir,
-                findings=task.findings if task.findings and Path(task.findings).is_file() else None,
-                reference=task.reference or None,
-                config=StudyStatsConfig(study_id=task.study_id, workers=workers),
+                reference=reference,
+                config=StudyStatsConfig(study_id=task.study_id, workers=workers, checks=checks),
             )
+            add_suv_columns(study.rows, manifest_image, pet_beside(manifest_image), SuvConfig(mtv_threshold_suv))
+            for row in study.rows:
+                row["warnings"] = list(row.get("warnings") or []) + ref_warnings
             write_stats_parquet(study, out_dir / STATS_NAME, metadata={"config_hash": config_hash or ""})
             if qc:
-                render_study_qc(manifest_image, seg_dir, out_dir / QC_NAME, title=task.study_id)
-        except VoxTellError as exc:
+                render_study_qc(manifest_image, seg_dir, out_dir / QC_NAME, title=task.study_id, reference=reference)
+        except Exception as exc:  # the stage boundary: a study's error is its row (job errors re-raise)
             for name in (STATS_NAME, QC_NAME):
                 (out_dir / name).unlink(missing_ok=True)
-            record = st.failed(task.study_id, STAGE, exc)
+            record = st.study_error(task.study_id, STAGE, exc)
         else:
-            record = st.ok(task.study_id, STAGE, n_rows=len(study.rows))
+            record = st.ok(task.study_id, STAGE, n_rows=len(study.rows), warnings=ref_warnings)
         st.write(status_path, record)
-        markers.write_marker(marker, inputs)
+        if not st.is_unexpected(record):
+            outputs = [status_path] + [out_dir / n for n in (STATS_NAME, QC_NAME) if (out_dir / n).is_file()]
+            markers.write_marker(marker, inputs, outputs)
         summary.add(record, reused=False)
     return summary.write(summary_path)
+
+
+def _pet_fingerprint(seg_dir: Path) -> Any:
+    """Hash of the PET converted beside the study's image (None without one or without a manifest)."""
+    from voxtell.stats.suv_stats import pet_beside
+
+    try:
+        pet = pet_beside(_manifest_image(seg_dir))
+    except VoxTellError:
+        return None
+    return _path_fingerprint(str(pet)) if pet else None
+
+
+def _manifest_prompts(seg_dir: Path) -> list[dict[str, Any]]:
+    from voxtell.stats.study import read_manifest
+
+    return list(read_manifest(seg_dir)["prompts"])
 
 
 def _manifest_image(seg_dir: Path) -> str:
@@ -118,7 +163,7 @@ def _manifest_image(seg_dir: Path) -> str:
     from voxtell.cohort.errors import CohortError
 
     try:
-        manifest = json.loads((seg_dir / "manifest.json").read_text(encoding="utf-8"))
+        manifest = json.loads((seg_dir / layout.MANIFEST).read_text(encoding="utf-8"))
         return str(manifest["image"])
     except (OSError, ValueError, KeyError) as exc:
         raise CohortError(f"{seg_dir}/manifest.json is missing or names no image ({exc}); rerun segmentation") from exc

@@ -13,10 +13,10 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 
 from voxtell.errors import InputError
-from voxtell.io.atomic import atomic_path, write_json_atomic
+from voxtell.io.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -125,12 +125,3 @@ def write_case(root: str | Path, case_id: str, image, label, file_ending: str = 
             nib.save(im, tmp)
     return Case(case_id, (img_path,), lab_path)
 
-
-def write_nnunet_dataset(root: str | Path, cases: Iterable[tuple[str, Any, Any]], labels: Mapping[str, int],
-                         name: str = "", description: str = "", **extra: Any) -> NnunetDataset:
-    """Write ``(case_id, image, label)`` triples and then ``dataset.json`` (last, so a
-    folder with a dataset.json is complete)."""
-    root = Path(root)
-    written = [write_case(root, cid, img, lab) for cid, img, lab in cases]
-    write_json_atomic(root / "dataset.json", dataset_json(labels, len(written), name, description, **extra))
-    return read_nnunet_dataset(root)

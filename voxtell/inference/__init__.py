@@ -1,8 +1,7 @@
 """Inference: preprocessing, sliding window, backends (torch, onnxruntime) and the predictor.
 
 Public API (imported lazily so that ``voxtell --help`` does not import torch):
-``Predictor``, ``PredictorConfig``, ``PredictionResult``, ``PredictionJob``, ``JobStatus``,
-``ModelInfo`` (predictor); ``Backend``, ``TorchBackend`` (backends); ``preprocess``,
+``Predictor``, ``PredictorConfig``, ``PredictionResult``, ``ModelInfo`` (predictor); ``Backend``, ``TorchBackend`` (backends); ``preprocess``,
 ``restore`` (preprocessing); ``sliding_window`` (sliding_window); typed errors (errors).
 """
 
@@ -13,7 +12,7 @@ from typing import Any
 
 _EXPORTS = {
     "Predictor": "predictor", "PredictorConfig": "predictor", "PredictionResult": "predictor",
-    "PredictionJob": "predictor", "JobStatus": "predictor", "ModelInfo": "predictor",
+    "ModelInfo": "predictor",
     "Backend": "backends", "TorchBackend": "backends",
     "preprocess": "preprocessing", "restore": "preprocessing", "PreprocessState": "preprocessing",
     "sliding_window": "sliding_window", "OutputMode": "sliding_window",

@@ -1,15 +1,15 @@
 """``voxtell predict``: segment images with free-text prompts (wraps ``Predictor``).
 
 With one image file, ``-o`` is that study's output folder; with several images or a
-folder, each study gets ``-o/{study_id}/``. ``--jobs jobs.json`` gives each study its own
-prompts and output folder: ``[{"study_id", "image", "output_dir", "prompts": [str or
-{"prompt": ..., extra keys}]}]``. Prompts in ``--bank`` never load the text encoder.
+folder, each study gets ``-o/{study_id}/``. Every image is segmented each time (there is no
+skip rule here): a cohort with per-study prompts from reports, done markers and a status
+table is the workflow's job (``snakemake``, see README.md). Prompts in ``--bank`` never
+load the text encoder.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from pathlib import Path
 
@@ -32,7 +32,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("-i", "--input", nargs="+", type=Path, default=[], help="image file(s) or a folder of .nii/.nii.gz")
     p.add_argument("-o", "--output", type=Path, help="output folder")
     p.add_argument("-p", "--prompt", nargs="+", default=[], help="prompt(s), quoted")
-    p.add_argument("--jobs", type=Path, help="jobs.json with per-study prompts and output folders")
     p.add_argument("--bank", type=Path, help="embedding bank (.npz); prompts found there skip the text encoder")
     p.add_argument("--text-encoder", help="text encoder id or local folder (default: the model's)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
@@ -43,7 +42,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--prompt-chunk", type=int, help="prompts per decoder pass (default: fits memory)")
     p.add_argument("--threshold", type=float, default=0.5, help="probability threshold for masks")
     p.add_argument("--save-probabilities", action="store_true", help="write float32 probabilities, not masks")
-    p.add_argument("--no-skip-existing", action="store_true", help="redo studies whose manifest is complete")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=run)
 
@@ -61,16 +59,9 @@ def _images(inputs: list[Path]) -> list[Path]:
 
 
 def build_jobs(args: argparse.Namespace) -> list[dict]:
-    if args.jobs:
-        try:
-            jobs = json.loads(args.jobs.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise PromptError(f"cannot read jobs file {args.jobs}: {exc}") from exc
-        if not isinstance(jobs, list):
-            raise PromptError(f"jobs file {args.jobs} must hold a JSON list of jobs")
-        return jobs
+    """(study id, image, output folder) of each image given."""
     if not args.input or not args.output:
-        raise PromptError("give -i IMAGE... -o OUT -p PROMPT..., or --jobs jobs.json")
+        raise PromptError("give -i IMAGE... -o OUT -p PROMPT...")
     if not args.prompt:
         raise PromptError("the prompt list is empty; give at least one prompt with -p")
     images = _images(args.input)
@@ -78,17 +69,13 @@ def build_jobs(args: argparse.Namespace) -> list[dict]:
         raise UnreadableImageError(f"no .nii/.nii.gz images found in {', '.join(map(str, args.input))}")
     single = len(images) == 1 and args.input[0].is_file()
     return [
-        {
-            "study_id": nifti_stem(img),
-            "image": str(img),
-            "output_dir": str(args.output if single else args.output / nifti_stem(img)),
-            "prompts": list(args.prompt),
-        }
+        {"study_id": nifti_stem(img), "image": str(img), "output_dir": str(args.output if single else args.output / nifti_stem(img))}
         for img in images
     ]
 
 
 def run(args: argparse.Namespace) -> int:
+    from voxtell.errors import VoxTellError
     from voxtell.inference.predictor import Predictor, PredictorConfig
 
     jobs = build_jobs(args)
@@ -104,10 +91,16 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     predictor = Predictor.from_model_dir(args.model, config, bank=args.bank, text_encoder=args.text_encoder)
-    statuses = predictor.predict_jobs(jobs, skip_existing=not args.no_skip_existing)
-    failed = [s for s in statuses if s.status == "error"]
-    for s in statuses:
-        log.info("%s: %s %s", s.study_id, s.status, s.message or s.output_dir)
-    for s in failed:
-        log.error("%s failed: %s: %s", s.study_id, s.error_class, s.message)
+    prompts = list(args.prompt)
+    embeddings = predictor.embed(prompts) if len(jobs) > 1 else None  # once for all images
+    failed = 0
+    for job in jobs:
+        try:
+            predictor.predict_to_folder(job["image"], prompts, job["output_dir"], embeddings=embeddings,
+                                        study_id=job["study_id"])
+        except VoxTellError as exc:  # one bad image does not stop the others
+            failed += 1
+            log.error("%s failed: %s: %s", job["study_id"], type(exc).__name__, exc)
+        else:
+            log.info("%s: masks in %s", job["study_id"], job["output_dir"])
     return 1 if failed else 0

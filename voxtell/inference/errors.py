@@ -8,6 +8,7 @@ to fail the job so that the scheduler retries it.
 from __future__ import annotations
 
 from voxtell.errors import ConfigError, InputError
+from voxtell.io.errors import EmptyVolumeError, NonFiniteVolumeError, VolumeGeometryError, VolumeShapeError
 
 
 class ImageError(InputError):
@@ -18,20 +19,12 @@ class UnreadableImageError(ImageError):
     """The image file is missing, truncated or not a format nibabel reads."""
 
 
-class ImageDimensionError(ImageError):
-    """The image is not a single 3-D volume (2-D slice, 4-D series, vector image)."""
-
-
-class NonFiniteImageError(ImageError):
-    """The image holds NaN or infinite voxels."""
-
-
-class EmptyImageError(ImageError):
-    """Every voxel is zero: there is nothing to crop to or normalise."""
-
-
-class AffineError(ImageError):
-    """The voxel-to-world affine is not invertible or not finite."""
+# The usable-volume rule has one owner (voxtell.io.volume); its errors are these under the
+# names this stage has always raised.
+ImageDimensionError = VolumeShapeError  # not a single 3-D volume (2-D slice, 4-D series, vector image)
+NonFiniteImageError = NonFiniteVolumeError  # NaN or infinite voxels
+EmptyImageError = EmptyVolumeError  # every voxel is zero
+AffineError = VolumeGeometryError  # affine not finite or not invertible, voxel size zero or absurd
 
 
 class PromptError(InputError):

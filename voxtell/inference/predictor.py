@@ -4,7 +4,11 @@ A Snakemake job keeps one ``Predictor`` for a whole shard of studies::
 
     predictor = Predictor.from_model_dir("models/voxtell-v1", PredictorConfig(device="cuda"),
                                          bank="embeddings/bank.npz")
-    predictor.predict_jobs(jobs)          # embeds the union of prompts once
+    predictor.predict_to_folder(image, prompts, out_dir)   # once per study
+
+Which studies need segmenting (the skip rule) is the segment stage's business
+(``voxtell.cohort.stage_segment``: done markers that vouch for the masks), not the
+predictor's: there is one way to run a cohort.
 
 Output contract (``predict_to_folder``; other stages read it): ``out_dir/{prompt_id}.nii.gz``
 (uint8 0/1, or float32 probabilities with ``save_probabilities``) on the input image's grid
@@ -32,7 +36,6 @@ the released loop (float64 image, hole filling, float16 sums over the whole volu
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -40,7 +43,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import nibabel as nib
 import numpy as np
@@ -54,12 +57,11 @@ from voxtell.inference.preprocessing import ImageLike, PreprocessState, preproce
 from voxtell.inference.sliding_window import OutputMode, sliding_window
 from voxtell.io.atomic import write_json_atomic
 from voxtell.io.nifti import nifti_stem
+from voxtell.model.folder import RELEASED_TEXT_ENCODER
 from voxtell.prompts import normalize_prompt, prompt_id
 
 log = logging.getLogger(__name__)
 
-#: Text encoder of the released model, used when a model folder does not record one.
-RELEASED_TEXT_ENCODER = "Qwen/Qwen3-Embedding-4B"
 MANIFEST = "manifest.json"
 
 
@@ -119,36 +121,6 @@ class PredictionResult:
 
     def to_nifti(self, index: int) -> nib.Nifti1Image:
         return _nifti_like(self.masks[index], self.affine, self.header)
-
-
-@dataclass(frozen=True)
-class PredictionJob:
-    """One study: an image, an output folder and its prompts (str or {"prompt": ..., extra})."""
-
-    study_id: str
-    image: str
-    output_dir: str
-    prompts: tuple[Any, ...]
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "PredictionJob":
-        try:
-            return cls(str(data["study_id"]), str(data["image"]), str(data["output_dir"]), tuple(data["prompts"]))
-        except (KeyError, TypeError) as exc:
-            raise PromptError(
-                f"job {dict(data)!r} lacks {exc}; each job needs study_id, image, output_dir and prompts"
-            ) from None
-
-
-@dataclass(frozen=True)
-class JobStatus:
-    """Outcome of one job: ``ok``, ``skipped`` (finished earlier) or ``error``."""
-
-    study_id: str
-    status: str
-    output_dir: str
-    error_class: str | None = None
-    message: str | None = None
 
 
 def _split_prompts(prompts: Sequence[Any]) -> tuple[list[str], list[dict[str, Any]]]:
@@ -236,13 +208,15 @@ class Predictor:
         *,
         bank: Any = None,
         text_encoder: str | None = None,
+        sha_cache: str | os.PathLike | None = None,
     ) -> "Predictor":
-        """Load a model folder (ours, or a released one with plans.json) once."""
+        """Load a model folder (ours, or a released one with plans.json) once; ``sha_cache``
+        reuses a cached checkpoint checksum (``voxtell.model.folder.checkpoint_sha256``)."""
         from voxtell.model import load_model_dir
 
         device = resolve_device(config.device)
         check_precision(config.precision, device)
-        loaded = load_model_dir(model_dir, device=device, prompt_chunk=config.prompt_chunk)
+        loaded = load_model_dir(model_dir, device=device, prompt_chunk=config.prompt_chunk, sha_cache=sha_cache)
         meta = loaded.meta
         info = ModelInfo(
             model_id=str(getattr(meta, "model_id", None) or Path(model_dir).name),
@@ -412,62 +386,6 @@ class Predictor:
             }
             write_json_atomic(stage / MANIFEST, manifest)
         return manifest
-
-    def is_done(self, job: PredictionJob) -> bool:
-        """True when ``job.output_dir`` holds a manifest of this model, settings and prompts."""
-        path = Path(job.output_dir) / MANIFEST
-        try:
-            manifest = json.loads(path.read_text())
-        except (OSError, ValueError):
-            return False
-        texts, _ = _split_prompts(job.prompts)
-        try:  # a damaged or foreign manifest means "not done", never a crash
-            return (
-                manifest.get("model", {}).get("sha256") == self.model.sha256
-                and manifest.get("threshold") == self.config.threshold
-                and manifest.get("save_probabilities") == self.config.save_probabilities
-                and sorted(p.get("prompt_id") for p in manifest.get("prompts", [])) == sorted(prompt_id(t) for t in texts)
-                and all((Path(job.output_dir) / p["file"]).is_file() for p in manifest["prompts"])
-            )
-        except (AttributeError, KeyError, TypeError):
-            return False
-
-    def predict_jobs(
-        self, jobs: Iterable[PredictionJob | Mapping[str, Any]], *, skip_existing: bool = True
-    ) -> list[JobStatus]:
-        """Segment many studies, embedding the union of their prompts once.
-
-        A study that fails with a ``VoxTellError`` (bad image, bad prompts) is reported in
-        its ``JobStatus`` and the others go on; any other error (OOM, CUDA) propagates so that
-        the scheduler retries the job. Studies already done are skipped.
-        """
-        jobs = [j if isinstance(j, PredictionJob) else PredictionJob.from_dict(j) for j in jobs]
-        todo: list[PredictionJob] = []
-        statuses: dict[int, JobStatus] = {}
-        for i, job in enumerate(jobs):
-            try:
-                _split_prompts(job.prompts)
-            except VoxTellError as exc:
-                statuses[i] = JobStatus(job.study_id, "error", job.output_dir, type(exc).__name__, str(exc))
-                continue
-            if skip_existing and self.is_done(job):
-                statuses[i] = JobStatus(job.study_id, "skipped", job.output_dir)
-            else:
-                todo.append(job)
-        union = list(dict.fromkeys(normalize_prompt(t) for job in todo for t in _split_prompts(job.prompts)[0]))
-        table = dict(zip(union, self.embed(union))) if union else {}
-        for i, job in enumerate(jobs):
-            if i in statuses:
-                continue
-            texts, _ = _split_prompts(job.prompts)
-            emb = np.stack([table[normalize_prompt(t)] for t in texts])
-            try:
-                self.predict_to_folder(job.image, job.prompts, job.output_dir, embeddings=emb, study_id=job.study_id)
-                statuses[i] = JobStatus(job.study_id, "ok", job.output_dir)
-            except VoxTellError as exc:
-                log.error("study %s failed: %s: %s", job.study_id, type(exc).__name__, exc)
-                statuses[i] = JobStatus(job.study_id, "error", job.output_dir, type(exc).__name__, str(exc))
-        return [statuses[i] for i in range(len(jobs))]
 
 
 def _current_umask() -> int:

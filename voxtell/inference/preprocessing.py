@@ -23,14 +23,9 @@ import nibabel as nib
 import numpy as np
 from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation, ornt_transform
 
-from voxtell.inference.errors import (
-    AffineError,
-    EmptyImageError,
-    ImageDimensionError,
-    NonFiniteImageError,
-    UnreadableImageError,
-)
+from voxtell.inference.errors import EmptyImageError, ImageDimensionError, NonFiniteImageError, UnreadableImageError
 from voxtell.io.nifti import open_image, read_voxels
+from voxtell.io.volume import check_header, check_voxels
 
 log = logging.getLogger(__name__)
 
@@ -85,27 +80,8 @@ def load_image(image: ImageLike) -> nib.spatialimages.SpatialImage:
 
 
 def check_geometry(img: nib.spatialimages.SpatialImage) -> tuple[int, int, int]:
-    """Return the 3-D shape, or raise a typed error for 2-D/4-D images and bad affines."""
-    shape = tuple(int(s) for s in img.shape)
-    while len(shape) > 3 and shape[-1] == 1:  # (x, y, z, 1) is one volume
-        shape = shape[:-1]
-    if len(shape) != 3:
-        raise ImageDimensionError(
-            f"image has shape {tuple(img.shape)}; VoxTell segments one 3-D volume. "
-            "Split 4-D series into volumes and stack 2-D slices into a volume first"
-        )
-    if min(shape) < 1:
-        raise ImageDimensionError(f"image has an empty axis (shape {shape})")
-    affine = np.asarray(img.affine, dtype=np.float64)
-    if affine.shape != (4, 4) or not np.isfinite(affine).all():
-        raise AffineError("image affine is missing or not finite; fix the NIfTI header (sform/qform)")
-    det = np.linalg.det(affine[:3, :3])
-    scale = np.prod(np.linalg.norm(affine[:3, :3], axis=0))
-    if not np.isfinite(det) or scale == 0 or abs(det) <= 1e-8 * scale:
-        raise AffineError(
-            "image affine is not invertible (zero voxel size or collinear axes); fix the NIfTI header"
-        )
-    return shape  # type: ignore[return-value]
+    """Return the 3-D shape, or raise the shared volume check's typed error (``voxtell.io.volume``)."""
+    return check_header(img.shape, img.affine, img.get_data_dtype(), "image").shape
 
 
 def _raw_array(img: nib.spatialimages.SpatialImage, shape: tuple[int, int, int]) -> np.ndarray:
@@ -113,6 +89,7 @@ def _raw_array(img: nib.spatialimages.SpatialImage, shape: tuple[int, int, int])
     raw = read_voxels(img, shape, "image", UnreadableImageError)
     if raw.dtype.kind == "c" or raw.dtype.fields is not None:
         raise ImageDimensionError(f"image voxels have type {raw.dtype}; give a scalar (grey-value) image")
+    check_voxels(raw, "image")  # the same rule convert applied to the image it wrote
     return raw
 
 

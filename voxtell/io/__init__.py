@@ -3,7 +3,9 @@
 Public API (imported lazily so that ``voxtell --help`` does not import pydicom or nibabel):
 ``convert_study``, ``ConversionResult`` (convert); ``index_study``, ``select_series``,
 ``SelectionPolicy`` (DICOM discovery); ``read_rtstruct``, ``rasterise_rtstruct``
-(RTSTRUCT); ``load_nifti``, ``open_image``, ``read_voxels``, ``save_nifti_atomic``,
+(RTSTRUCT); ``export_study`` (DICOM SEG + RTSTRUCT export), ``write_dicom_reference``
+(``dicom_ref.json``), ``draw_rt_references`` (RT objects of a study folder),
+``convert_companion_pet`` (PET/CT); ``load_nifti``, ``open_image``, ``read_voxels``, ``save_nifti_atomic``,
 ``nifti_stem`` (NIfTI); ``atomic_path``, ``write_json_atomic``, ``write_text_atomic``
 (atomic writes); typed errors (errors).
 """
@@ -18,6 +20,8 @@ _EXPORTS = {
     "index_study": "dicom_index", "StudyIndex": "dicom_index",
     "select_series": "selection", "SelectionPolicy": "selection",
     "read_rtstruct": "rtstruct", "rasterise_rtstruct": "rtstruct",
+    "export_study": "dicom_export", "write_dicom_reference": "dicom_ref", "draw_rt_references": "rt_objects",
+    "convert_companion_pet": "petct",
     "load_nifti": "nifti", "open_image": "nifti", "read_voxels": "nifti", "save_nifti_atomic": "nifti",
     "nifti_stem": "nifti",
     "atomic_path": "atomic", "write_json_atomic": "atomic", "write_text_atomic": "atomic",

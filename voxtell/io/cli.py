@@ -1,4 +1,4 @@
-"""``voxtell convert`` and ``voxtell rtstruct``: thin wrappers around the Python API."""
+"""``voxtell convert``, ``voxtell rtstruct`` and ``voxtell export-dicom``: thin wrappers around the Python API."""
 
 from __future__ import annotations
 
@@ -28,16 +28,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     r = subparsers.add_parser(
         "rtstruct",
         help="rasterise an RTSTRUCT onto a converted image",
-        description="Write one uint8 NIfTI per ROI (named by a slug of the ROI name) and rois.json.",
+        description="Write one uint8 NIfTI per ROI (named by a slug of the ROI name) and rois.json. The RTSTRUCT "
+        "must share the image's Frame of Reference (another series of that frame is drawn, with a warning).",
     )
     r.add_argument("rtstruct", metavar="RS.dcm", help="RTSTRUCT file")
     r.add_argument("--image", required=True, help="converted image (OUT_DIR/image.nii.gz)")
     r.add_argument("-o", "--out", required=True, metavar="ROI_DIR", help="output folder for the ROI masks")
     r.add_argument(
         "--no-reference-check", action="store_true",
-        help="draw even if the RTSTRUCT refers to another series than the image",
+        help="draw even if the RTSTRUCT's frame of reference (or, without one, its series) is not the image's",
     )
     r.set_defaults(func=_rtstruct)
+
+    e = subparsers.add_parser(
+        "export-dicom",
+        help="a study's masks -> DICOM SEG + RTSTRUCT referencing the source series",
+        description="Write OUT/seg.dcm (binary DICOM SEG, one segment per prompt), OUT/rtstruct.dcm (one ROI per "
+        "prompt) and OUT/export.json, in the geometry of the source series and referencing its instances.",
+    )
+    e.add_argument("study_dir", metavar="STUDY_DIR", help="the study's mask folder (masks + manifest.json)")
+    e.add_argument("--dicom", required=True, metavar="SOURCE", help="the study's DICOM folder (the converted series)")
+    e.add_argument("-o", "--out", required=True, metavar="OUT", help="output folder")
+    e.add_argument(
+        "--convert-dir", default=None, metavar="DIR",
+        help="folder with series.json (and dicom_ref.json); default: the folder of the manifest's image",
+    )
+    e.set_defaults(func=_export_dicom)
 
 
 def _convert(args: argparse.Namespace) -> int:
@@ -62,4 +78,13 @@ def _rtstruct(args: argparse.Namespace) -> int:
     masks = rasterise_rtstruct(args.rtstruct, args.image, args.out, check_reference=not args.no_reference_check)
     for m in masks:
         print(f"{m.file}\t{m.name}\t{m.voxel_count}\t{m.volume_ml} ml")
+    return 0
+
+
+def _export_dicom(args: argparse.Namespace) -> int:
+    from voxtell.io.dicom_export import export_study
+
+    result = export_study(args.study_dir, args.dicom, args.out, convert_dir=args.convert_dir)
+    print(f"{result.seg_path}\t{result.n_segments} segment(s)")
+    print(f"{result.rtstruct_path}\t{result.n_contours} contour(s)")
     return 0

@@ -28,13 +28,13 @@ import numpy as np
 
 from voxtell.errors import VoxTellError
 from voxtell.io.atomic import write_json_atomic
-from voxtell.io.dicom_index import SeriesGeometry, check_readable, index_study, orientation_code
-from voxtell.io.errors import ConversionError
+from voxtell.io.dicom_index import SeriesGeometry, check_study, index_study, orientation_code
+from voxtell.io.errors import ConversionError, ImplausibleValuesError
 from voxtell.io.selection import Selection, SelectionPolicy, select_series
 
 log = logging.getLogger(__name__)
 
-SERIES_JSON_VERSION = 1
+SERIES_JSON_VERSION = 2  # 2: warnings carry index/selection/value checks; study and frame UIDs
 IMAGE_NAME = "image.nii.gz"
 SERIES_NAME = "series.json"
 STATUS_NAME = "status.json"
@@ -65,6 +65,18 @@ _VARIANT_RULE = (
     ("as acquired", ()),
 )
 _REJECTED_TAGS = ("ROI", "ph", "imaginary", "real", "Crop")
+
+#: CT values after rescale. No scanner writes values outside HARD (extended scales reach
+#: about +30700 HU, padding about -3024 HU), so a volume reaching beyond them has a wrong
+#: rescale or pixel representation and is refused. The median of a CT volume lies between
+#: air and dense bone (a slope or intercept error moves it out of MEDIAN); refused too. A CT
+#: without any air (nothing below AIR_HU) is possible (a small field of view inside the body)
+#: but is also what a lost intercept looks like, so it is converted with a warning.
+CT_HU_HARD = (-10000.0, 40000.0)
+CT_HU_MEDIAN = (-1100.0, 1500.0)
+CT_AIR_HU = -500.0
+#: PET units as written in series.json (DICOM Units -> what the voxels are).
+PET_UNITS = {"BQML": "Bq/ml", "GML": "SUVbw (g/ml)", "CNTS": "counts", "PROPCNTS": "proportional counts"}
 
 
 @dataclass(frozen=True)
@@ -109,6 +121,8 @@ class ConversionResult:
     dcm2niix_version: str
     suv_factor: float | None = None
     timings_s: dict[str, float] = field(default_factory=dict)
+    study_instance_uid: str | None = None
+    frame_of_reference_uid: str | None = None
 
 
 def convert_study(
@@ -152,14 +166,14 @@ def _convert(study_dir: Path, out: Path, policy: SelectionPolicy, pet_suv: bool)
     t0 = time.perf_counter()
     tool = find_dcm2niix()
     index = index_study(study_dir)
-    check_readable(index)
+    check_study(index)
     t_index = time.perf_counter()
     selection = select_series(index, policy)
     chosen = selection.chosen
     geom = chosen.geometry
     assert geom is not None
     t_select = time.perf_counter()
-    warnings = list(geom.warnings)
+    warnings = [*index.warnings, *selection.warnings, *geom.warnings]
     scratch = Path(tempfile.mkdtemp(prefix=".dcm2niix-", dir=out))
     try:
         src = scratch / "in"
@@ -180,12 +194,14 @@ def _convert(study_dir: Path, out: Path, policy: SelectionPolicy, pet_suv: bool)
             from voxtell.io.suv import suv_factor
 
             suv = suv_factor([i.path for i in geom.instances])
+            warnings += list(suv.warnings)  # unusual weight, dose or timing (helper RT, issue 19)
             _write_scaled(nifti, image_path, suv.factor)
         else:
             if pet_suv:
                 warnings.append(f"--suv ignored: chosen series is {chosen.modality}, not PT")
             os.replace(nifti, image_path)  # same file system: atomic
         img_header = _read_header(image_path)
+        warnings += _check_values(image_path, chosen.modality, bool(suv))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     shape = tuple(int(v) for v in img_header.shape)
@@ -219,7 +235,55 @@ def _convert(study_dir: Path, out: Path, policy: SelectionPolicy, pet_suv: bool)
         dcm2niix_version=tool.version,
         suv_factor=suv.factor if suv else None,
         timings_s=timings,
+        study_instance_uid=record["study_instance_uid"],
+        frame_of_reference_uid=record["frame_of_reference_uid"],
     )
+
+
+def _check_values(image_path: Path, modality: str, is_suv: bool) -> list[str]:
+    """The shared volume check on the written image, then the modality's value plausibility.
+
+    Raises a ``VolumeError`` (not a usable volume: the segment stage would refuse it too) or
+    ``ImplausibleValuesError``; returns warnings. Voxels are read once, as stored.
+    """
+    from voxtell.io.nifti import open_image
+    from voxtell.io.volume import read_checked
+
+    img = open_image(image_path, "converted image", ConversionError)
+    facts, raw, slope, inter = read_checked(img, "converted image", error=ConversionError)
+    if modality == "PT" and is_suv:
+        from voxtell.io.suv import suv_range_warnings
+
+        return suv_range_warnings(facts.value_range[1])  # type: ignore[index]
+    if modality != "CT" or is_suv:
+        return []
+    lo, hi = facts.value_range  # type: ignore[misc]
+    flat = raw.reshape(-1, order="A")
+    sample = flat[:: max(1, flat.size // 1_000_000)].astype(np.float64) * slope + inter
+    median = float(np.median(sample))
+    low_pct = float(np.percentile(sample, 0.1))
+    (hard_lo, hard_hi), (med_lo, med_hi) = CT_HU_HARD, CT_HU_MEDIAN
+    if lo < hard_lo or hi > hard_hi or not med_lo <= median <= med_hi:
+        raise ImplausibleValuesError(
+            f"the CT's values after rescale run from {lo:.6g} to {hi:.6g} HU with median {median:.6g} HU; no scanner "
+            f"writes values outside [{hard_lo:g}, {hard_hi:g}] HU and a CT's median lies in [{med_lo:g}, {med_hi:g}] HU. "
+            "RescaleSlope/RescaleIntercept or PixelRepresentation are wrong in the headers: fix the export"
+        )
+    if low_pct > CT_AIR_HU:
+        return [
+            f"CT has no air: 99.9% of voxels are above {low_pct:.0f} HU (median {median:.0f} HU); a small field of view "
+            "can do this, a lost RescaleIntercept too: check the HU values"
+        ]
+    return []
+
+
+def _units(modality: str, sidecar: dict[str, Any], suv: Any) -> str:
+    if suv:
+        return "SUVbw"
+    if modality == "PT":
+        units = str(sidecar.get("Units", "") or "").upper()
+        return PET_UNITS.get(units, units or "unknown PET units")
+    return {"CT": "HU"}.get(modality, "scanner units")
 
 
 def _run_dcm2niix(tool: Dcm2niix, src: Path, dst: Path) -> str:
@@ -326,6 +390,12 @@ def same_grid(affine_a: np.ndarray, shape_a: tuple[int, ...], affine_b: np.ndarr
     return bool(np.allclose(a, b, atol=atol))
 
 
+def _one_uid(values) -> str | None:
+    """The UID the series' files share; None when blank or not shared."""
+    uids = set(values)
+    return uids.pop() or None if len(uids) == 1 else None
+
+
 def _write_scaled(src: Path, dst: Path, factor: float) -> None:
     import nibabel as nib
 
@@ -367,6 +437,8 @@ def _series_record(
         "schema_version": SERIES_JSON_VERSION,
         "series_uid": chosen.series_uid,
         "series_uid_inferred": chosen.uid_inferred,
+        "study_instance_uid": _one_uid(i.study_uid for i in geom.instances),
+        "frame_of_reference_uid": _one_uid(i.frame_of_reference_uid for i in geom.instances),
         "modality": chosen.modality,
         "series_description": chosen.description,
         "image_type": chosen.image_type,
@@ -376,7 +448,7 @@ def _series_record(
         "orientation": orient,
         "affine": np.round(affine, 6).tolist(),
         "header_geometry_match": matches,
-        "units": "SUVbw" if suv else {"CT": "HU", "PT": "Bq/ml"}.get(chosen.modality, "scanner units"),
+        "units": _units(chosen.modality, sidecar, suv),
         "suv": suv.to_json() if suv else None,
         "dcm2niix_version": tool.version,
         "dcm2niix_outputs": outputs,

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
+from voxtell.io.rtstruct_write import RTSTRUCT_SOP_CLASS  # noqa: F401  (re-exported for tests and callers)
+
 if TYPE_CHECKING:
     from pydicom import Dataset
 
@@ -38,7 +40,6 @@ _SOP_CLASS = {
     "MR": "1.2.840.10008.5.1.4.1.1.4",
     "PT": "1.2.840.10008.5.1.4.1.1.128",
 }
-RTSTRUCT_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.481.3"
 BASIC_TEXT_SR_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.88.11"
 
 
@@ -252,8 +253,7 @@ def write_rtstruct(
     Each contour must lie in one slice plane of ``series``; the contour references the
     nearest slice's SOP Instance UID, as treatment planning systems do.
     """
-    import pydicom
-    from pydicom.sequence import Sequence as Seq
+    from voxtell.io.rtstruct_write import RoiContours, add_structure_set
 
     lps = _LPS @ series.affine_ras
     inv = np.linalg.inv(lps)
@@ -271,60 +271,20 @@ def write_rtstruct(
     for key, value in ident.items():
         setattr(ds, key, value)
 
-    contour_images = Seq()
-    for sop in series.sop_instance_uids:
-        ci = pydicom.Dataset()
-        ci.ReferencedSOPClassUID = _SOP_CLASS.get(series.modality, "1.2.840.10008.5.1.4.1.1.7")
-        ci.ReferencedSOPInstanceUID = sop
-        contour_images.append(ci)
-    rt_series = pydicom.Dataset()
-    rt_series.SeriesInstanceUID = series.series_uid
-    rt_series.ContourImageSequence = contour_images
-    rt_study = pydicom.Dataset()
-    rt_study.ReferencedSOPClassUID = "1.2.840.10008.3.1.2.3.1"
-    rt_study.ReferencedSOPInstanceUID = series.study_uid
-    rt_study.RTReferencedSeriesSequence = Seq([rt_series])
-    frame = pydicom.Dataset()
-    frame.FrameOfReferenceUID = series.frame_of_reference_uid
-    frame.RTReferencedStudySequence = Seq([rt_study])
-    ds.ReferencedFrameOfReferenceSequence = Seq([frame])
-
-    roi_seq, contour_seq, obs_seq = Seq(), Seq(), Seq()
-    for number, (name, contours) in enumerate(rois.items(), start=1):
-        roi = pydicom.Dataset()
-        roi.ROINumber = number
-        roi.ReferencedFrameOfReferenceUID = series.frame_of_reference_uid
-        roi.ROIName = name
-        roi.ROIGenerationAlgorithm = "MANUAL"
-        roi_seq.append(roi)
-        roi_contour = pydicom.Dataset()
-        roi_contour.ReferencedROINumber = number
-        roi_contour.ROIDisplayColor = [255, 0, 0]
-        items = Seq()
+    roi_list = []
+    for name, contours in rois.items():
+        placed = []
         for points in contours:
             pts = np.asarray(points, dtype=float).reshape(-1, 3)
             k = int(round(float(np.mean((inv @ np.c_[pts, np.ones(len(pts))].T)[2]))))
-            k = min(max(k, 0), len(series.sop_instance_uids) - 1)
-            item = pydicom.Dataset()
-            ref = pydicom.Dataset()
-            ref.ReferencedSOPClassUID = _SOP_CLASS.get(series.modality, "1.2.840.10008.5.1.4.1.1.7")
-            ref.ReferencedSOPInstanceUID = series.sop_instance_uids[k]
-            item.ContourImageSequence = Seq([ref])
-            item.ContourGeometricType = "CLOSED_PLANAR"
-            item.NumberOfContourPoints = len(pts)
-            item.ContourData = [_ds_number(v) for v in pts.ravel()]
-            items.append(item)
-        roi_contour.ContourSequence = items
-        contour_seq.append(roi_contour)
-        obs = pydicom.Dataset()
-        obs.ObservationNumber = number
-        obs.ReferencedROINumber = number
-        obs.RTROIInterpretedType = "ORGAN"
-        obs.ROIInterpreter = ""
-        obs_seq.append(obs)
-    ds.StructureSetROISequence = roi_seq
-    ds.ROIContourSequence = contour_seq
-    ds.RTROIObservationsSequence = obs_seq
+            k = min(max(k, 0), len(series.sop_instance_uids) - 1)  # the nearest slice, as planning systems do
+            placed.append((pts, series.sop_instance_uids[k]))
+        roi_list.append(RoiContours(name, placed, algorithm="MANUAL", interpreted_type="ORGAN"))
+    add_structure_set(
+        ds, frame_uid=series.frame_of_reference_uid, study_uid=series.study_uid, series_uid=series.series_uid,
+        sop_class=_SOP_CLASS.get(series.modality, "1.2.840.10008.5.1.4.1.1.7"), sop_uids=series.sop_instance_uids,
+        rois=roi_list, number_format=_ds_number,
+    )
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     ds.save_as(out, enforce_file_format=True)

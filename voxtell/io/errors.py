@@ -33,6 +33,22 @@ class MissingSlicesError(InconsistentSeriesError):
     """Gaps in the slice positions that are whole multiples of the slice spacing."""
 
 
+class HeaderValueError(DicomError):
+    """A header value the image needs is missing, malformed or implausible (spacing 0, slope 0, ...)."""
+
+
+class MultiFrameError(DicomError):
+    """The image series is stored as enhanced multi-frame objects, which this stage does not convert."""
+
+
+class MixedStudyError(DicomError):
+    """The study folder holds images of several patients or several studies."""
+
+
+class ImplausibleValuesError(DicomError):
+    """The converted voxel values lie outside what the modality can produce (e.g. HU of 1e9)."""
+
+
 class ConversionError(DicomError):
     """dcm2niix failed or wrote nothing usable for the chosen series."""
 
@@ -47,3 +63,23 @@ class RTStructError(DicomError):
 
 class NiftiError(InputError):
     """A NIfTI file is missing, unreadable or malformed."""
+
+
+class VolumeError(InputError):
+    """An image is not a usable 3-D volume (see ``voxtell.io.volume``); one check for every stage."""
+
+
+class VolumeShapeError(VolumeError):
+    """The image is not a single 3-D volume of at least the minimum size (2-D slice, 4-D, vector)."""
+
+
+class VolumeGeometryError(VolumeError):
+    """The voxel-to-world affine is not finite or not invertible, or a voxel size is zero/absurd."""
+
+
+class NonFiniteVolumeError(VolumeError):
+    """The image holds NaN or infinite voxels."""
+
+
+class EmptyVolumeError(VolumeError):
+    """Every voxel has the same value (all zero): nothing to crop to or normalise."""

@@ -40,11 +40,50 @@ def open_image(path: str | os.PathLike, what: str = "image", error: type[VoxTell
     if not p.is_file():
         raise error(f"{what} {p} does not exist; check the path (or rerun the stage that writes it)")
     try:
-        return nib.load(str(p))
+        img = nib.load(str(p))
     except Exception as exc:  # nibabel raises ImageFileError, EOFError, zlib errors ...
         raise error(
             f"cannot read {what} {p} ({type(exc).__name__}: {exc}); the file is damaged or not NIfTI, regenerate it"
         ) from exc
+    check_claimed_size(img, what, error)
+    return img
+
+
+#: Deflate cannot compress better than about 1032:1, so a gzip file of n bytes holds at most
+#: this many times n bytes (plus the gzip header); a header claiming more is false.
+MAX_GZIP_RATIO = 1032
+
+
+def check_claimed_size(img, what: str = "image", error: type[VoxTellError] = NiftiError) -> None:
+    """Refuse a header whose shape and data type claim more bytes than its file can hold.
+
+    Runs before any voxel is read, so a 104-byte file claiming a 1000^3 volume fails at
+    once instead of allocating what it claims. Uncompressed files must hold offset plus
+    data; gzip files cannot exceed deflate's best ratio. In-memory images are not checked.
+    """
+    import numpy as np
+
+    try:
+        shape = tuple(int(s) for s in img.shape)
+        itemsize = np.dtype(img.get_data_dtype()).itemsize
+        offset = int(getattr(img.dataobj, "offset", 0) or 0)
+        fname = img.file_map["image"].filename
+    except Exception as exc:  # a header nibabel loaded but cannot describe
+        raise error(f"{what} header is malformed ({type(exc).__name__}: {exc}); regenerate the file") from exc
+    if not fname or not os.path.isfile(fname):
+        return
+    if any(s < 0 for s in shape):
+        raise error(f"{what} {fname} claims a negative size {shape}; the header is damaged, regenerate the file")
+    claimed = offset + itemsize * int(np.prod(np.asarray(shape, dtype=np.float64)))
+    size = os.path.getsize(fname)
+    gz = str(fname).endswith(".gz")
+    limit = size * MAX_GZIP_RATIO + 1024 if gz else size
+    if claimed > limit:
+        held = f"at most {limit:.3g} bytes uncompressed" if gz else f"{size} bytes"
+        raise error(
+            f"{what} {fname} claims shape {shape} of {np.dtype(img.get_data_dtype())} ({claimed:.3g} bytes) "
+            f"but the file holds {held}; the header is wrong or the file is truncated: regenerate it"
+        )
 
 
 def read_voxels(img, shape: Sequence[int], what: str = "image", error: type[VoxTellError] = NiftiError) -> Any:
@@ -58,7 +97,40 @@ def read_voxels(img, shape: Sequence[int], what: str = "image", error: type[VoxT
             f"{what} {img.get_filename() or ''} is truncated or corrupt ({type(exc).__name__}: {exc}); regenerate it"
         ) from exc
     shape = tuple(int(s) for s in shape)
-    return arr.reshape(shape, order="A") if arr.shape != shape else arr
+    return _reshaped(arr, shape, img, what, error)
+
+
+def read_stored_voxels(
+    img, shape: Sequence[int], what: str = "image", error: type[VoxTellError] = NiftiError
+) -> tuple[Any, float, float]:
+    """The stored (unscaled) voxel values with the header's slope and intercept.
+
+    Checks need only the range, which scales linearly: reading the stored values keeps an
+    int16 CT at two bytes a voxel instead of float64's eight.
+    """
+    import numpy as np
+
+    proxy = img.dataobj
+    try:
+        if hasattr(proxy, "get_unscaled"):
+            arr = proxy.get_unscaled()
+            slope, inter = float(getattr(proxy, "slope", 1.0)), float(getattr(proxy, "inter", 0.0))
+        else:
+            arr, slope, inter = np.asanyarray(proxy), 1.0, 0.0
+    except Exception as exc:  # truncated gzip, short file
+        raise error(
+            f"{what} {img.get_filename() or ''} is truncated or corrupt ({type(exc).__name__}: {exc}); regenerate it"
+        ) from exc
+    return _reshaped(arr, tuple(int(s) for s in shape), img, what, error), slope, inter
+
+
+def _reshaped(arr, shape: tuple[int, ...], img, what: str, error: type[VoxTellError]):
+    if arr.shape == shape:
+        return arr
+    try:
+        return arr.reshape(shape, order="A")
+    except ValueError as exc:
+        raise error(f"{what} {img.get_filename() or ''} holds shape {arr.shape}, not {shape}; regenerate it") from exc
 
 
 def load_nifti(path: str | os.PathLike):

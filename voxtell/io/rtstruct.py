@@ -5,6 +5,11 @@ millimetres. They are mapped through the inverse NIfTI affine (which is RAS, so 
 change sign first) into voxel coordinates of ``image.nii.gz``, and every voxel whose
 centre lies inside is set. All contours of one ROI on one slice are filled together by
 the even-odd rule, so a contour inside another is a hole, as DICOM specifies.
+
+Which image an RTSTRUCT may be drawn on is decided by its Frame of Reference, the
+geometric contract of RT objects: same frame as the image -> drawn (a warning when the
+structure set names another series of that frame, common after re-exports); another frame
+-> ``FrameOfReferenceMismatchError``; no frame in the RTSTRUCT -> the series UIDs decide.
 """
 
 from __future__ import annotations
@@ -24,6 +29,11 @@ from voxtell.io.nifti import load_nifti, save_nifti_atomic
 from voxtell.prompts import slugify as _slugify
 
 log = logging.getLogger(__name__)
+
+
+class FrameOfReferenceMismatchError(RTStructError):
+    """The RTSTRUCT's contours live in another Frame of Reference than the image (or cannot be placed)."""
+
 
 _LPS_TO_RAS = np.array([-1.0, -1.0, 1.0])
 PLANE_TOLERANCE_VOX = 0.25  # how far (in voxels) a contour may sit off a slice centre
@@ -94,7 +104,8 @@ def read_rtstruct(path: str | os.PathLike) -> StructureSet:
             if data.size % 3:
                 raise RTStructError(f"ROI '{roi.name}' has a contour with {data.size} coordinates (not x,y,z triples)")
             roi.contours.append(Contour(data.reshape(-1, 3), str(item.get("ContourGeometricType", "CLOSED_PLANAR"))))
-    frames, series = [], []
+    frames = [str(r.get("ReferencedFrameOfReferenceUID", "")) for r in ds.get("StructureSetROISequence", [])]
+    series: list[str] = []
     for fr in ds.get("ReferencedFrameOfReferenceSequence", []):
         frames.append(str(fr.get("FrameOfReferenceUID", "")))
         for st in fr.get("RTReferencedStudySequence", []):
@@ -102,7 +113,62 @@ def read_rtstruct(path: str | os.PathLike) -> StructureSet:
                 series.append(str(se.get("SeriesInstanceUID", "")))
     if not rois:
         raise RTStructError(f"RTSTRUCT {p.name} defines no ROIs")
-    return StructureSet(list(rois.values()), tuple(f for f in frames if f), tuple(s for s in series if s))
+    return StructureSet(
+        list(rois.values()),
+        tuple(dict.fromkeys(f.strip() for f in frames if f.strip())),
+        tuple(dict.fromkeys(s.strip() for s in series if s.strip())),
+    )
+
+
+def match_reference(
+    structure: StructureSet, image_series: str, image_frame: str, *, name: str = "RTSTRUCT", enforce: bool = True
+) -> tuple[str, list[str]]:
+    """Decide whether ``structure`` may be drawn on the image; returns (outcome, warnings).
+
+    Outcomes: ``frame_match`` (same Frame of Reference), ``series_match`` (no frame in the
+    RTSTRUCT, same series), ``unchecked`` (the image side has neither UID, e.g. NIfTI
+    input, or ``enforce`` is False). Raises ``FrameOfReferenceMismatchError`` when the
+    frames differ, the series differ without a frame to vouch for them, or the RTSTRUCT
+    names neither (nothing ties its millimetres to this scan).
+    """
+    frames, series = structure.frame_of_reference_uids, structure.referenced_series_uids
+    warnings: list[str] = []
+    hint = "use the RTSTRUCT drawn on this scan's frame of reference (or --no-reference-check if you know they match)"
+    problem = None
+    outcome = "unchecked"
+    if image_frame and frames:
+        if image_frame not in frames:
+            problem = f"{name} is in frame of reference {list(frames)}, but the image is in {image_frame}"
+        else:
+            outcome = "frame_match"
+            if len(frames) > 1:
+                warnings.append(f"{name} names several frames of reference {list(frames)}; contours drawn in the image's")
+            if image_series and series and image_series not in series:
+                warnings.append(
+                    f"{name} refers to series {list(series)}, the image is series {image_series} of the same frame "
+                    "of reference; contours drawn by frame of reference"
+                )
+    elif image_series and series:
+        if image_series in series:
+            outcome = "series_match"
+        else:
+            problem = f"{name} refers to series {list(series)}, but the image is series {image_series}"
+    elif image_frame or image_series:
+        if not frames and not series:
+            problem = f"{name} names neither a frame of reference nor a series, so it cannot be tied to this image"
+        else:  # the image has a frame but the RTSTRUCT only series, or the other way round
+            problem = (
+                f"{name} names frame(s) {list(frames)} / series {list(series)}; the image is frame "
+                f"{image_frame or 'unknown'}, series {image_series or 'unknown'}: nothing in common to check"
+            )
+    else:
+        warnings.append(f"the image has no DICOM identity (NIfTI input?); {name} drawn without a reference check")
+    if problem:
+        if enforce:
+            raise FrameOfReferenceMismatchError(f"{problem}; {hint}")
+        warnings.append(f"{problem}; drawn anyway because the reference check is off")
+        outcome = "unchecked"
+    return outcome, warnings
 
 
 def slugify(name: str) -> str:
@@ -143,6 +209,11 @@ def rasterise_contours(
             warnings.append(f"contour {n} lies outside the image (slice {k} on axis {axis}); skipped")
             continue
         in_plane = [a for a in range(3) if a != axis]
+        outside = [
+            a for a in in_plane if vox[:, a].min() < -0.5 - 1e-6 or vox[:, a].max() > shape3[a] - 0.5 + 1e-6
+        ]
+        if outside:
+            warnings.append(f"contour {n} on slice {k} extends outside the image (axis {outside}); clipped at the border")
         by_plane[(axis, k)].append(vox[:, in_plane])
     for (axis, k), polys in by_plane.items():
         in_plane = [a for a in range(3) if a != axis]
@@ -191,9 +262,11 @@ def rasterise_rtstruct(
 ) -> list[RoiMask]:
     """Write one uint8 NIfTI per ROI (named by its slug) on the grid of ``image_path`` + rois.json.
 
-    When the image's ``series.json`` (default: beside the image) names a series UID and
-    the RTSTRUCT references other series, ``RTStructError`` is raised unless
-    ``check_reference`` is False: contours of another scan would land on wrong voxels.
+    The image's ``series.json`` (default: beside the image) gives its Frame of Reference
+    and series UIDs; ``match_reference`` decides (another frame of reference raises
+    ``FrameOfReferenceMismatchError`` unless ``check_reference`` is False: contours of
+    another scan would land on wrong voxels). Reference warnings go into every ROI's
+    warnings and ``rois.json``.
     """
     import json
 
@@ -204,28 +277,27 @@ def rasterise_rtstruct(
     shape = img.shape[:3]
     affine = img.affine
     sj = Path(series_json) if series_json else Path(image_path).parent / "series.json"
-    image_series = ""
+    image_series = image_frame = ""
     if sj.is_file():
         try:
             record = json.loads(sj.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise RTStructError(f"cannot read {sj} ({exc}); rerun convert for this study or pass series_json") from exc
-        image_series = str((record.get("series_uid") if isinstance(record, dict) else "") or "")
-    reference = "unchecked"
-    if image_series and structure.referenced_series_uids:
-        reference = "match" if image_series in structure.referenced_series_uids else "mismatch"
-        if reference == "mismatch" and check_reference:
-            raise RTStructError(
-                f"RTSTRUCT {Path(rtstruct_path).name} refers to series {list(structure.referenced_series_uids)}, "
-                f"but the image is series {image_series}; use the RTSTRUCT of this scan (or disable the check)"
-            )
+        if isinstance(record, dict):
+            image_series = str(record.get("series_uid") or "").strip()
+            image_frame = str(record.get("frame_of_reference_uid") or "").strip()
+    reference, ref_warnings = match_reference(
+        structure, image_series, image_frame, name=f"RTSTRUCT {Path(rtstruct_path).name}", enforce=check_reference
+    )
+    for w in ref_warnings:
+        log.warning("%s", w)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     voxel_ml = float(abs(np.linalg.det(affine[:3, :3]))) / 1000.0
     results: list[RoiMask] = []
     used: set[str] = set()
     for roi in structure.rois:
-        warnings: list[str] = []
+        warnings: list[str] = list(ref_warnings)
         closed = [c.points_lps for c in roi.contours if c.geometric_type.upper() == "CLOSED_PLANAR"]
         skipped = len(roi.contours) - len(closed)
         if skipped:
@@ -247,15 +319,18 @@ def rasterise_rtstruct(
         save_nifti_atomic(mask_img, out / name)
         count = int(mask.sum())
         results.append(RoiMask(roi.number, roi.name, name, count, round(count * voxel_ml, 4), len(roi.contours), tuple(warnings)))
-        for w in warnings:
+        for w in warnings[len(ref_warnings):]:
             log.warning("ROI '%s': %s", roi.name, w)
     write_json_atomic(
         out / "rois.json",
         {
             "image": Path(image_path).name,
             "image_series_uid": image_series,
+            "image_frame_of_reference_uid": image_frame,
             "referenced_series_uids": list(structure.referenced_series_uids),
+            "frame_of_reference_uids": list(structure.frame_of_reference_uids),
             "reference_check": reference,
+            "warnings": ref_warnings,
             "rois": [r.to_json() for r in results],
         },
     )

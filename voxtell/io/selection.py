@@ -2,8 +2,12 @@
 
 The policy is data (a frozen dataclass) so that a cohort's choice is recorded in its
 config and reproducible: allowed modalities in order of preference, no localizers, enough
-slices, then most slices, thinnest slices, ORIGINAL before DERIVED. Every candidate is
-kept with the reason it was taken or passed over, and written to ``series.json``.
+slices, then ORIGINAL before DERIVED, most slices, thinnest slices. Series that still tie
+(two reconstructions of one scan, e.g. soft-tissue and lung kernels) are ordered by what
+survives a re-export of the study: lower SeriesNumber, then earlier acquisition time, then
+description; the UID comes last because anonymisers regenerate it. A tie is reported as a
+warning naming both series. Every candidate is kept with the reason it was taken or
+passed over, and written to ``series.json``.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from voxtell.errors import ConfigError
 from voxtell.io.dicom_index import Series, SeriesGeometry, StudyIndex, orientation_code, series_geometry
 from voxtell.io.errors import DicomError, NoImageSeriesError, NoUsableSeriesError
 
@@ -25,11 +30,11 @@ class SelectionPolicy:
     prefer_original: bool = True  # ORIGINAL before DERIVED (MPRs, MIPs, subtractions)
 
     def __post_init__(self) -> None:
-        if not self.modalities:
-            raise ValueError("SelectionPolicy.modalities must name at least one modality")
-        object.__setattr__(self, "modalities", tuple(m.upper() for m in self.modalities))
-        if self.min_slices < 2:
-            raise ValueError("SelectionPolicy.min_slices must be at least 2 (a volume)")
+        if not self.modalities or isinstance(self.modalities, str):
+            raise ConfigError("SelectionPolicy.modalities must be a list naming at least one modality (e.g. [CT, MR])")
+        object.__setattr__(self, "modalities", tuple(str(m).upper() for m in self.modalities))
+        if not isinstance(self.min_slices, int) or isinstance(self.min_slices, bool) or self.min_slices < 2:
+            raise ConfigError(f"SelectionPolicy.min_slices is {self.min_slices!r}; it must be an integer of at least 2")
 
 
 @dataclass
@@ -64,17 +69,39 @@ class Selection:
     chosen: Candidate
     candidates: list[Candidate]
     reason: str
+    warnings: list[str] = field(default_factory=list)
+
+
+#: What each position of ``_rank`` means, for the reasons written to series.json.
+_RANK_LABELS = (
+    "modality preference", "ORIGINAL before DERIVED", "more slices", "thinner slices",
+    "lower series number", "earlier acquisition time", "series description order", "series UID order",
+)
+_SUBSTANTIVE = 4  # the first four keys say which series is better; the rest only break ties
 
 
 def _rank(policy: SelectionPolicy, cand: Candidate) -> tuple:
     derived = cand.series.is_derived if policy.prefer_original else False
+    first = cand.series.first
     return (
         policy.modalities.index(cand.modality),
         derived,
         -cand.n_slices,
         cand.slice_spacing_mm if cand.slice_spacing_mm is not None else float("inf"),
+        first.series_number if first.series_number is not None else float("inf"),
+        _time_key(first.acquisition_time),
+        cand.description,
         cand.series_uid,
     )
+
+
+def _time_key(text: str) -> float:
+    """HHMMSS.FFFFFF as seconds; unknown times sort last."""
+    try:
+        digits = text.strip()
+        return int(digits[0:2]) * 3600 + int(digits[2:4] or 0) * 60 + float(digits[4:] or 0)
+    except (ValueError, IndexError):
+        return float("inf")
 
 
 def select_series(index: StudyIndex, policy: SelectionPolicy = SelectionPolicy()) -> Selection:
@@ -110,6 +137,13 @@ def select_series(index: StudyIndex, policy: SelectionPolicy = SelectionPolicy()
         if policy.exclude_localizers and series.is_localizer:
             cand.reason = "localizer/scout image type"
             continue
+        if series.is_multi_frame:
+            try:
+                series_geometry(series)  # raises MultiFrameError naming the series
+            except DicomError as exc:
+                cand.error = exc
+                cand.reason = f"{type(exc).__name__}: {exc}"
+            continue
         if series.n_files < policy.min_slices:
             cand.reason = f"{series.n_files} slice(s) < min_slices {policy.min_slices}"
             continue
@@ -141,18 +175,32 @@ def select_series(index: StudyIndex, policy: SelectionPolicy = SelectionPolicy()
         other.accepted = False
         other.reason = f"eligible, ranked below the chosen series ({_explain(policy, chosen, other)})"
     chosen.reason = "chosen"
+    warnings = _tie_warnings(policy, chosen, eligible[1:])
     reason = (
         f"{chosen.modality} (preference {list(policy.modalities)}), {chosen.n_slices} slices, "
         f"slice spacing {chosen.slice_spacing_mm} mm, image type {'/'.join(chosen.image_type[:2]) or 'unknown'}; "
         f"{len(eligible)} eligible of {len(candidates)} image series"
     )
-    return Selection(chosen=chosen, candidates=candidates, reason=reason)
+    return Selection(chosen=chosen, candidates=candidates, reason=reason, warnings=warnings)
 
 
 def _explain(policy: SelectionPolicy, chosen: Candidate, other: Candidate) -> str:
     a, b = _rank(policy, chosen), _rank(policy, other)
-    labels = ("modality preference", "ORIGINAL before DERIVED", "more slices", "thinner slices", "series UID order")
-    for label, x, y in zip(labels, a, b):
+    for label, x, y in zip(_RANK_LABELS, a, b):
         if x != y:
             return label
     return "tie"
+
+
+def _tie_warnings(policy: SelectionPolicy, chosen: Candidate, others: list[Candidate]) -> list[str]:
+    """A warning naming the series that were as good as the chosen one on every substantive key."""
+    key = _rank(policy, chosen)[:_SUBSTANTIVE]
+    tied = [c for c in others if _rank(policy, c)[:_SUBSTANTIVE] == key]
+    if not tied:
+        return []
+    names = ", ".join(c.series.label for c in tied[:3])
+    return [
+        f"series tie: {len(tied) + 1} {chosen.modality} series have {chosen.n_slices} slices at "
+        f"{chosen.slice_spacing_mm} mm; chose {chosen.series.label} over {names} by "
+        f"{_explain(policy, chosen, tied[0])} (a rule that survives re-export); check that it is the intended one"
+    ]

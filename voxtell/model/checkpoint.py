@@ -29,6 +29,11 @@ from voxtell.errors import ConfigError
 from voxtell.io.hashing import file_sha256
 from voxtell.io.atomic import atomic_path, write_json_atomic
 from voxtell.model.config import NetworkConfig, config_from_plans
+# The folder's file names and released defaults have one owner, the torch-free reader.
+from voxtell.model.folder import CHECKPOINT as CHECKPOINT_RELPATH
+from voxtell.model.folder import META as META_FILENAME
+from voxtell.model.folder import PLANS as PLANS_FILENAME
+from voxtell.model.folder import RELEASED_EMBEDDING_DIM, RELEASED_TEXT_ENCODER, checkpoint_sha256, read_meta
 from voxtell.model.errors import (
     CheckpointError,
     ModelNotFoundError,
@@ -54,12 +59,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_RELPATH = Path("fold_0") / "checkpoint_final.pth"
-META_FILENAME = "voxtell_model.json"
-PLANS_FILENAME = "plans.json"
 FORMAT_VERSION = 1
-RELEASED_TEXT_ENCODER = "Qwen/Qwen3-Embedding-4B"
-RELEASED_EMBEDDING_DIM = 2560
 
 #: Globals a weights-only load may construct besides tensors: numpy data, no callables.
 _SAFE_NUMPY_GLOBALS = {
@@ -232,8 +232,8 @@ def read_model_meta(model_dir: str | os.PathLike) -> tuple[NetworkConfig, ModelM
     if not root.is_dir():
         raise ModelNotFoundError(f"model folder {root} does not exist; set the model path in the config")
     meta_path, plans_path = root / META_FILENAME, root / PLANS_FILENAME
-    if meta_path.is_file():
-        data = _read_json(meta_path)
+    data = read_meta(root)
+    if data is not None:
         if "network" not in data:
             raise ConfigError(f"{meta_path} has no 'network' config")
         config = NetworkConfig.from_dict(data["network"])
@@ -276,14 +276,18 @@ def _check_aliases(state: Mapping[str, torch.Tensor], network: VoxTellNetwork, s
 
 
 def load_model_dir(path: str | os.PathLike, device: str | torch.device = "cpu",
-                   prompt_chunk: int | None = None, verify_sha256: bool = True) -> LoadedModel:
-    """Load a released or project model folder strictly (every key, every shape), eval mode."""
+                   prompt_chunk: int | None = None, verify_sha256: bool = True,
+                   sha_cache: str | os.PathLike | None = None) -> LoadedModel:
+    """Load a released or project model folder strictly (every key, every shape), eval mode.
+
+    ``sha_cache``: a checksum cache file (``voxtell.model.folder.checkpoint_sha256``), so that
+    a cohort's shard jobs hash the checkpoint once, not once per job."""
     root = Path(path)
     config, meta = read_model_meta(root)
     ckpt = root / CHECKPOINT_RELPATH
     if not ckpt.is_file():
         raise ModelNotFoundError(f"model folder {root} has no {CHECKPOINT_RELPATH}")
-    sha = weights_sha256(ckpt)
+    sha = checkpoint_sha256(ckpt, sha_cache)
     if verify_sha256 and meta.sha256 and meta.sha256 != sha:
         raise CheckpointError(
             f"{ckpt} has sha256 {sha[:12]}… but {META_FILENAME} records {meta.sha256[:12]}…; the weights were "

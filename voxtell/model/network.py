@@ -15,6 +15,11 @@ the image decoder as one folded batch (``decode``). Two exact shortcuts:
   the per-prompt upsampled half.
 
 Prompts are processed in chunks (``prompt_chunk``) to bound memory at full resolution.
+
+Without autograd on the CPU (float32, no autocast, not tracing or exporting), ``encode``
+and ``decode`` hand the work to ``voxtell.model.fast_forward``: the same maths evaluated
+channels-last, in place and one patch and prompt at a time (``fast_inference=False`` turns
+this off).
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from dynamic_network_architectures.building_blocks.residual import BasicBlockD
 from dynamic_network_architectures.building_blocks.residual_encoders import ResidualEncoder
 from dynamic_network_architectures.building_blocks.simple_conv_blocks import StackedConvBlocks
 
+from voxtell.model import fast_forward
 from voxtell.model.config import NetworkConfig
 from voxtell.model.errors import EmbeddingDimensionError, ModelInputError
 
@@ -176,12 +182,14 @@ class VoxTellNetwork(nn.Module):
     or with ``config.deep_supervision`` a list of five, highest resolution first.
     ``prompt_chunk`` bounds how many prompts go through the image decoder at once
     (None: as many as fit in ``DEFAULT_CHUNK_BYTES`` of full-resolution activations).
+    ``fast_inference`` lets no-grad CPU calls use ``fast_forward`` (see the module docstring).
     """
 
-    def __init__(self, config: NetworkConfig, prompt_chunk: int | None = None) -> None:
+    def __init__(self, config: NetworkConfig, prompt_chunk: int | None = None, fast_inference: bool = True) -> None:
         super().__init__()
         self.config = config
         self.prompt_chunk = prompt_chunk
+        self.fast_inference = fast_inference
         norm_op = getattr(nn, config.norm_op)
         nonlin = getattr(nn, config.nonlin)
         self.encoder = ResidualEncoder(
@@ -202,6 +210,7 @@ class VoxTellNetwork(nn.Module):
         self.transformer_decoder = PromptDecoder(
             q, config.transformer_heads, config.transformer_ffn, config.transformer_layers,
             config.transformer_dropout)
+        self._fast_supported = fast_forward.supported(self)
 
     # ------------------------------------------------------------------ public API
     @property
@@ -219,6 +228,11 @@ class VoxTellNetwork(nn.Module):
             raise ModelInputError(
                 f"image patch must have shape (B, {', '.join(map(str, expected))}), got {tuple(image.shape)}; "
                 "pad or crop to the model's patch size (the sliding-window predictor does this)")
+        if self._use_fast(image):
+            per_patch = [fast_forward.encode(self, image[i:i + 1]) for i in range(image.shape[0])]
+            if len(per_patch) == 1:
+                return per_patch[0]
+            return [torch.cat(stage, dim=0) for stage in zip(*per_patch)]
         return list(self.encoder(image))
 
     def decode(self, features: Sequence[Tensor], text_embeddings: Tensor,
@@ -241,6 +255,8 @@ class VoxTellNetwork(nn.Module):
         deep = cfg.deep_supervision if deep_supervision is None else deep_supervision
         batch = features[0].shape[0]
         text = self._check_text(text_embeddings, batch)
+        if self._use_fast(features[0]):
+            return self._decode_fast(features, text, deep, consume)
         n_prompts = text.shape[1]
         guidance = self.guidance(features[cfg.decoder_layer], text)  # list of (B, P, C_i[·G])
 
@@ -271,6 +287,25 @@ class VoxTellNetwork(nn.Module):
         return [proj(mask_embedding) for proj in self.project_to_decoder_channels]
 
     # ------------------------------------------------------------------ internals
+    def _use_fast(self, x: Tensor) -> bool:
+        """Whether this call may take ``fast_forward`` (inference on the CPU in float32 only)."""
+        return (self.fast_inference and self._fast_supported and not torch.is_grad_enabled()
+                and x.device.type == "cpu" and x.dtype == torch.float32
+                and not torch.is_autocast_enabled("cpu") and not torch.jit.is_tracing()
+                and not torch.onnx.is_in_onnx_export() and not torch.compiler.is_compiling())
+
+    def _decode_fast(self, features: list[Tensor], text: Tensor, deep: bool, consume: bool) -> Tensor | list[Tensor]:
+        batch = features[0].shape[0]
+        if batch == 1:
+            outs = fast_forward.decode(self, features, text, deep, consume)
+        else:  # one patch at a time: same speed on a CPU, a batch's worth less memory
+            per_patch = [fast_forward.decode(self, [f[i:i + 1] for f in features], text[i:i + 1], deep, consume)
+                         for i in range(batch)]
+            if consume:
+                features[:] = [None] * len(features)
+            outs = [torch.cat(scale, dim=0) for scale in zip(*per_patch)]
+        return outs if deep else outs[0]
+
     def _check_text(self, text: Tensor, batch: int) -> Tensor:
         dim = self.config.text_embedding_dim
         if text.ndim == 4 and text.shape[2] == 1:

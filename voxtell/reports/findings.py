@@ -20,14 +20,17 @@ The workflow segments findings with ``negated == False`` and ``duplicate_of is N
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import re
+import unicodedata
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from voxtell.reports.config import FindingsConfig
 from voxtell.reports.context import NEGATED, PRE, UNCERTAIN, assert_spans, find_triggers
 from voxtell.reports.measurements import parse_measurements_mm
-from voxtell.reports.pipeline import ConceptMatch, ReportPipeline, build_pipeline
+from voxtell.reports.pipeline import ConceptMatch, ReportPipeline, build_pipeline, defined_abbreviations, split_sentences, tokenize
 from voxtell.reports.sections import split_blocks
 from voxtell.reports.textio import analysis_text
 
@@ -46,7 +49,7 @@ class Finding:
     char_end: int
     negated: bool
     uncertain: bool
-    assertion: str  # present | negated | normal | resolved | historical
+    assertion: str  # present | negated | normal | resolved | historical | hypothetical
     concepts: tuple[str, ...]
     laterality: str | None
     measurements_mm: tuple[float, ...]
@@ -59,6 +62,47 @@ class Finding:
         return d
 
 
+def gets_mask(finding: Finding | dict[str, Any]) -> tuple[bool, str | None]:
+    """The one rule for which findings are segmented: (True, None) or (False, reason).
+
+    A finding gets a mask when it is asserted present (not negated, normal, resolved,
+    historical or hypothetical), is not a duplicate of an earlier finding, and has a prompt.
+    Accepts a :class:`Finding` or a findings.jsonl record.
+    """
+    get = finding.get if isinstance(finding, dict) else (lambda k, d=None: getattr(finding, k, d))
+    if get("negated", False):
+        return False, f"not asserted present ({get('assertion') or 'negated'})"
+    assertion = get("assertion") or "present"
+    if assertion != "present":
+        return False, f"not asserted present ({assertion})"
+    if get("duplicate_of") is not None:
+        return False, f"duplicate of {get('duplicate_of')}"
+    if not " ".join(str(get("prompt") or "").split()):
+        return False, "empty prompt"
+    return True, None
+
+
+def finding_key(sentence: str) -> str:
+    """Hash of a sentence after Unicode/white-space/case normalisation (the stable part of finding_id)."""
+    norm = " ".join(unicodedata.normalize("NFC", sentence).lower().split())
+    return hashlib.sha256(norm.encode("utf-8")).hexdigest()[:10]
+
+
+def finding_ids(study_id: str, sentences: list[str]) -> list[str]:
+    """``{study}-f{hash}`` per sentence, ``-2``, ``-3`` ... for repeats of an identical sentence.
+
+    The id depends only on the sentence (and how often the same sentence came before), so
+    an unchanged sentence keeps its id when other parts of the report change.
+    """
+    seen: dict[str, int] = {}
+    out = []
+    for sentence in sentences:
+        key = finding_key(sentence)
+        seen[key] = seen.get(key, 0) + 1
+        out.append(f"{study_id}-f{key}" + (f"-{seen[key]}" if seen[key] > 1 else ""))
+    return out
+
+
 _RECOMMENDATION = re.compile(
     r"\b(?:recommend\w*|advis(?:ed|able)|suggest(?:ed)? (?:that|a|an|further|follow|repeat|biopsy|correlation)|"
     r"consider |correlat\w+|could be (?:obtained|performed)|further (?:evaluation|assessment|"
@@ -66,6 +110,8 @@ _RECOMMENDATION = re.compile(
     r"(?:repeat|short[- ]interval) (?:ct|mri|imaging|scan|pet))\b",
     re.IGNORECASE,
 )
+#: Where a clause starts: after ";", ":", " - ", a full stop or a comma.
+_CLAUSE_START = re.compile(r"[;:.]\s|,\s|\s[-\u2013]\s")
 _LEADING_MARKER = re.compile(r"^\s*(?:[-*\u2022\u00b7\u2013>]|\(?\d{1,2}[.)]|\(?[a-h][.)])\s+")
 _TARGET_LABEL = re.compile(r"^\s*(?:[GCPI]TV[\w\-]*|IGTV[\w\-]*|boost)\s*[:=\-]\s+", re.IGNORECASE)
 _TRAILING = re.compile(r"[\s.,;:]+$")
@@ -73,6 +119,20 @@ _WS = re.compile(r"\s+")
 _LATERAL = re.compile(r"\b(left|right|bilateral|bilaterally|both)\b")
 _WORD = re.compile(r"[a-z0-9]+(?:\.[0-9]+)?")
 _STOP = frozenset("a an the of in at on to and or with is are was were there this that which by as for from be has have".split())
+
+
+def recommendation_start(sentence: str) -> int | None:
+    """Start of the recommendation clause of a sentence, or None when it has none.
+
+    0 means the whole sentence is a recommendation ("Follow-up CT in 3 months is
+    recommended for the nodule"); a later offset means a finding comes first ("A 4 mm
+    nodule in the right lobe; ultrasound correlation is recommended").
+    """
+    m = _RECOMMENDATION.search(sentence)
+    if m is None:
+        return None
+    starts = [c.start() for c in _CLAUSE_START.finditer(sentence, 0, m.start())]
+    return starts[-1] if starts else 0
 
 
 def extract_findings(text: str, study_id: str, config: FindingsConfig | None = None) -> list[Finding]:
@@ -91,15 +151,14 @@ def extract_findings(text: str, study_id: str, config: FindingsConfig | None = N
     abbreviations: dict[str, str] = {}
     lead: tuple[str, _Context] | None = None  # "Multiple pulmonary nodules, as follows:" before a list
     labels: dict[tuple[int, int], _Context] = {}
-    for block in split_blocks(work, config.max_block_chars):
+    for block_no, block in enumerate(split_blocks(work, config.max_block_chars)):
         if block.section not in config.keep_sections:
             continue
-        block_text = work[block.start : block.end]
+        # wrapped lines are one paragraph: newline -> space (same length, offsets kept)
+        block_text = work[block.start : block.end].replace("\n", " ")
         if lead is not None and (block.kind != "item" or lead[0] != block.section or block.label is not None):
             lead = None
-        # wrapped lines are one paragraph: newline -> space (same length, offsets kept)
-        doc = pipe.make_doc(block_text.replace("\n", " "))
-        matches = pipe.match_concepts(doc)
+        matches = pipe.match_concepts(block_text)
         lead_findings = [m for m in matches if m.concept.is_finding]
         if block.kind == "paragraph" and block_text.rstrip().endswith(":") and lead_findings:
             lead = (block.section, _Context(block_text.rstrip()[:-1].strip(), (), tuple(lead_findings), True))
@@ -118,34 +177,28 @@ def extract_findings(text: str, study_id: str, config: FindingsConfig | None = N
         elif block.kind == "item" and lead is not None:
             context = lead[1]
         if not lead_findings and (context is None or not context.inherit):
-            continue  # nothing segmentable: skip sentence splitting (most of the cost)
-        doc = pipe.process(doc)
-        for abbr in getattr(doc._, "abbreviations", []):
-            if abbr._.long_form is not None:
-                abbreviations[abbr.text] = abbr._.long_form.text
-        for sent in doc.sents:
-            item = _analyse_sentence(sent, matches, work, block.start, block.section, config, context)
+            continue  # nothing segmentable: skip sentence splitting
+        if "(" in block_text:
+            abbreviations.update(defined_abbreviations(block_text))
+        for s0, s1 in split_sentences(block_text):
+            item = _analyse_sentence(s0, s1, matches, work, block.start, block.section, config, context)
             if item is not None:
+                item["block"] = block_no
                 raw.append(item)
     findings: list[Finding] = []
-    where: list[frozenset[str]] = []  # concepts plus the subheading's anatomy, per finding
+    where: list[tuple[frozenset[str], int]] = []  # concepts plus the subheading's anatomy, and block
     expand = _expander(pipe, tuple(sorted(abbreviations.items()))) if config.expand_abbreviations else (lambda s: s)
+    kept = []
     for item in raw:
         # target labels go before abbreviations are expanded ("GTV:" would become "gross tumor volume:")
-        prompt = _clean_prompt(expand(_TARGET_LABEL.sub("", _LEADING_MARKER.sub("", item.pop("prompt_text")))))
-        context = item.pop("context")
+        item["prompt"] = _clean_prompt(expand(_TARGET_LABEL.sub("", _LEADING_MARKER.sub("", item.pop("prompt_text")))))
         item["sentence"] = text[item["char_start"] : item["char_end"]]
-        if not prompt:
-            continue
-        where.append(context)
-        findings.append(
-            Finding(
-                finding_id=f"{study_id}-f{len(findings):03d}",
-                prompt=prompt,
-                laterality=_laterality(prompt),
-                **item,
-            )
-        )
+        if item["prompt"]:
+            kept.append(item)
+    ids = finding_ids(study_id, [item["sentence"] for item in kept])
+    for fid, item in zip(ids, kept):
+        where.append((item.pop("context"), item.pop("block")))
+        findings.append(Finding(finding_id=fid, laterality=_laterality(item["prompt"]), **item))
     return _link_duplicates(findings, where, config.duplicate_similarity)
 
 
@@ -167,7 +220,7 @@ class _Context:
 def _label_context(pipe: ReportPipeline, work: str, span: tuple[int, int]) -> _Context:
     """The concepts of a subheading ("Mediastinum and lymph nodes") and its prompt text."""
     label = work[span[0] : span[1]].replace("\n", " ")
-    matches = pipe.match_concepts(pipe.make_doc(label))
+    matches = pipe.match_concepts(label)
     if label.isupper() and len(label) > 4:  # "HEAD AND NECK" -> "Head and neck"
         label = label[0] + label[1:].lower()
     return _Context(
@@ -177,32 +230,34 @@ def _label_context(pipe: ReportPipeline, work: str, span: tuple[int, int]) -> _C
     )
 
 
-def _analyse_sentence(sent, matches, work: str, offset: int, section: str, config: FindingsConfig,
-                      context: _Context | None = None) -> dict | None:
-    """A finding dict for one sentence, or None; ``context`` is the subheading or list lead
-    above the sentence ("Liver:" / "Pulmonary nodules:" above "- RUL 11 mm")."""
-    s0, s1 = sent.start_char, sent.end_char
-    text = sent.text
-    lead = len(text) - len(text.lstrip())
-    s0 += lead
-    s1 = s0 + len(text.strip())
+def _analyse_sentence(s0: int, s1: int, matches: list[ConceptMatch], work: str, offset: int, section: str,
+                      config: FindingsConfig, context: _Context | None = None) -> dict | None:
+    """A finding dict for the sentence ``[s0, s1)`` of a block, or None; ``context`` is the
+    subheading or list lead above the sentence ("Liver:" / "Pulmonary nodules:" above "- RUL 11 mm")."""
     if s1 <= s0:
         return None
     sentence = work[offset + s0 : offset + s1].replace("\n", " ")
-    inside = [m for m in matches if m.start >= s0 and m.end <= s1]
-    if _RECOMMENDATION.search(sentence):
-        return None
-    assertions = assert_spans(sentence, [(m.start - s0, m.end - s0) for m in inside])
+    rec = recommendation_start(sentence)
+    if rec == 0:
+        return None  # only a recommendation
+    end = len(sentence) if rec is None else rec  # "...; ultrasound correlation is recommended" is cut off
+    inside = [m for m in matches if m.start >= s0 and m.end <= s0 + end]
+    sizes = parse_measurements_mm(sentence[:end])
+    # a bare ambiguous word ("the primary service", "the lesion") counts only next to a site,
+    # a size or another finding
+    anchored = bool(sizes) or any(not m.ambiguous for m in inside)
+    inside = [m for m in inside if anchored or not m.ambiguous]
+    assertions = assert_spans(sentence[:end], [(m.start - s0, m.end - s0) for m in inside])
     pairs = list(zip(inside, assertions))
     own_finding = any(m.concept.is_finding for m in inside)
     inherited: list = []
-    if context is not None and context.inherit and (inside or parse_measurements_mm(sentence)):
+    if context is not None and context.inherit and (inside or sizes):
         # "- RUL 11 mm" under "Pulmonary nodules:": the lead's findings take the item's assertion
         if pairs:
             present_own = [a for _m, a in pairs if a.present]
             assertion = present_own[0] if present_own else pairs[0][1]
         else:
-            assertion = assert_spans(sentence, [(0, len(sentence))])[0]
+            assertion = assert_spans(sentence[:end], [(0, end)])[0]
         inherited = [(ConceptMatch(s0, s0, m.concept, m.abbreviation), assertion) for m in context.findings]
     if not own_finding and not inherited:
         return None
@@ -224,15 +279,15 @@ def _analyse_sentence(sent, matches, work: str, offset: int, section: str, confi
         negated, label = False, "present"
         named = [m for m, _a in present]
         own_present = [(m.start - s0, m.end - s0) for m, _a in present if m.end > s0]
-        cut = _negated_tail(sentence, own_present) if own_present else len(sentence)
+        cut = _negated_tail(sentence[:end], own_present) if own_present else end
     else:
         if not config.keep_negated:
             return None
         negated, label = True, finding_pairs[0][1].label
         named = [m for m, _a in finding_pairs]
-        cut = len(sentence)
+        cut = end
     # uncertainty is a property of the statement: "mass, likely renal cell carcinoma"
-    uncertain = any(t.category == UNCERTAIN and t.start < cut for t in find_triggers(sentence))
+    uncertain = any(t.category == UNCERTAIN and t.start < cut for t in find_triggers(sentence[:end]))
     concepts = tuple(dict.fromkeys([m.concept.name for m in named] + extra))
     prompt_text = prefix + sentence[:cut]
     return {
@@ -300,20 +355,24 @@ def _tokens(prompt: str) -> frozenset[str]:
     return frozenset(w for w in _WORD.findall(prompt.lower()) if w not in _STOP)
 
 
-def _link_duplicates(findings: list[Finding], where: list[frozenset[str]], threshold: float) -> list[Finding]:
+def _link_duplicates(findings: list[Finding], where: list[tuple[frozenset[str], int]], threshold: float) -> list[Finding]:
     """Link a present finding to the earlier present one that says the same thing most closely
-    (the best match, so that two impression lines about two lesions link to two findings).
-    ``where`` holds each finding's concepts plus those of the subheading it stands under."""
+    (the best match, preferring one not linked yet, so that two impression lines about two
+    lesions link to two findings). ``where`` holds each finding's concepts plus those of the
+    subheading it stands under, and its block number."""
     out: list[Finding] = []
+    linked: set[str] = set()
     for i, f in enumerate(findings):
-        dup, best = None, -1.0
-        if not f.negated:
+        dup, best = None, (-1, -1.0)
+        if gets_mask(f)[0]:
             for j, g in enumerate(out):
-                if g.negated or g.duplicate_of is not None or not _same_finding(f, g, threshold, where[i], where[j]):
+                if not gets_mask(g)[0] or not _same_finding(f, g, threshold, where[i], where[j]):
                     continue
-                score = _jaccard(_tokens(f.prompt), _tokens(g.prompt))
+                score = (g.finding_id not in linked, _jaccard(_tokens(f.prompt), _tokens(g.prompt)))
                 if score > best:
                     dup, best = g.finding_id, score
+        if dup is not None:
+            linked.add(dup)
         out.append(f if dup is None else _replace(f, duplicate_of=dup))
     return out
 
@@ -327,8 +386,10 @@ def _jaccard(a: frozenset[str], b: frozenset[str]) -> float:
 SAME_SECTION_SIMILARITY = 0.9
 
 
-def _same_finding(a: Finding, b: Finding, threshold: float, ca: frozenset[str], cb: frozenset[str]) -> bool:
+def _same_finding(a: Finding, b: Finding, threshold: float, wa: tuple[frozenset[str], int],
+                  wb: tuple[frozenset[str], int]) -> bool:
     """Near-duplicate test, guarded by size: two lesions of different size are two lesions."""
+    (ca, block_a), (cb, block_b) = wa, wb
     if a.measurements_mm and b.measurements_mm and abs(a.measurements_mm[0] - b.measurements_mm[0]) > 1.0:
         return False
     ta, tb = _tokens(a.prompt), _tokens(b.prompt)
@@ -339,11 +400,14 @@ def _same_finding(a: Finding, b: Finding, threshold: float, ca: frozenset[str], 
         # an impression line contained in a findings sentence ("Acute right MCA infarct")
         if a.section != b.section and min(len(ta), len(tb)) >= 3 and shared / min(len(ta), len(tb)) >= 0.75:
             return True
-    if a.section == b.section:
-        return False  # sentences of one section describe different aspects; the rules below
-    # link an IMPRESSION/CONCLUSION line to the FINDINGS sentence it summarises
     if a.laterality and b.laterality and a.laterality != b.laterality:
         return False
+    if a.section == b.section:
+        # a report without headers: a later paragraph that names the same concepts, site,
+        # side and size is its summary line ("Right lower lobe mass, 3 cm" after the findings)
+        return a.section == "body" and block_a != block_b and ca == cb and len(ca) >= 2 and (
+            a.laterality == b.laterality) and bool(a.measurements_mm) == bool(b.measurements_mm)
+    # link an IMPRESSION/CONCLUSION line to the FINDINGS sentence it summarises
     shared = len(ca & cb)
     if shared and a.measurements_mm and b.measurements_mm:
         return True  # same size (checked above) and a shared concept

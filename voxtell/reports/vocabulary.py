@@ -32,6 +32,9 @@ class Concept:
     category: str
     terms: tuple[str, ...]
     abbreviations: tuple[str, ...]
+    #: terms written "~word" in the vocabulary: bare ambiguous words ("primary", "lesion")
+    #: that make a finding only next to a site, a size or another finding
+    ambiguous: frozenset[str] = frozenset()
 
     @property
     def is_finding(self) -> bool:
@@ -92,16 +95,22 @@ def _load_cached(path: str, mtime_ns: int, size: int) -> Vocabulary:
                 f"{path}: row {lineno} ({row[:2]}) needs a concept name and a category out of {CATEGORIES}"
             )
         terms: list[str] = []
+        ambiguous: set[str] = set()
         for term in [name, *synonyms.split("|")]:
             term = " ".join(term.split())
+            if term.startswith("~"):
+                term = term[1:].strip()
+                ambiguous.add(term)
             for form in [term, *plural_forms(term)]:
                 key = form.lower()
                 if not form or key in seen:
                     continue
                 seen[key] = name
                 terms.append(form)
+                if term in ambiguous:
+                    ambiguous.add(form)
         abbreviations = tuple(a.strip() for a in abbrevs.split("|") if a.strip())
-        concepts.append(Concept(name, category, tuple(terms), abbreviations))
+        concepts.append(Concept(name, category, tuple(terms), abbreviations, frozenset(ambiguous)))
     if not concepts:
         raise VocabularyError(f"{path}: the vocabulary has no concepts")
     return Vocabulary(tuple(concepts), digest, path)

@@ -47,6 +47,8 @@ class MaskStats:
     centroid_z_mm: float | None = None
     n_components: int = 0
     largest_component_ml: float | None = None
+    second_component_ml: float | None = None
+    equivalent_diameter_mm: float | None = None
     longest_axial_diameter_mm: float | None = None
     perpendicular_diameter_mm: float | None = None
     intensity_mean: float | None = None
@@ -124,7 +126,8 @@ def mask_statistics(
         lo, hi = world_extent_lps(crop, offset, affine)
         centre = centroid_lps(crop, offset, affine)
         labels, n = ndimage.label(crop, structure=_TWENTY_SIX)
-        largest = int(np.bincount(labels.ravel())[1:].max())
+        sizes = np.sort(np.bincount(labels.ravel())[1:])[::-1]
+        largest = int(sizes[0])
         diam = axial_diameters(crop, offset, affine)
         values.update(
             empty=False,
@@ -135,6 +138,8 @@ def mask_statistics(
             centroid_x_mm=centre[0], centroid_y_mm=centre[1], centroid_z_mm=centre[2],
             n_components=int(n),
             largest_component_ml=largest * vox_ml,
+            second_component_ml=float(sizes[1]) * vox_ml if sizes.size > 1 else 0.0,
+            equivalent_diameter_mm=equivalent_diameter_mm(count * vox_ml),
             longest_axial_diameter_mm=diam.longest_mm if diam else None,
             perpendicular_diameter_mm=diam.perpendicular_mm if diam else None,
         )
@@ -143,6 +148,11 @@ def mask_statistics(
     if ref is not None:
         values.update(_agreement(m, box, ref, affine, vox_ml, values["voxel_count"]))
     return MaskStats(**{k: (float(v) if isinstance(v, np.floating) else v) for k, v in values.items()})
+
+
+def equivalent_diameter_mm(volume_ml: float) -> float:
+    """Diameter (mm) of the ball with this volume: the size a report's one number compares to."""
+    return float((6.0 * volume_ml * 1000.0 / np.pi) ** (1.0 / 3.0))
 
 
 def intensity_summary(voxels: np.ndarray) -> dict:

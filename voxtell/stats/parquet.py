@@ -25,6 +25,7 @@ from tqdm import tqdm
 from voxtell import __version__
 from voxtell.io.atomic import atomic_path, write_text_atomic
 from voxtell.stats.errors import DuplicateRowError, SchemaMismatchError
+from voxtell.stats.flags import QCChecksConfig, cohort_flags, merge_flags, row_flags
 from voxtell.stats.schema import STATS_SCHEMA, STATUS_SCHEMA, describe
 from voxtell.stats.status import read_status
 
@@ -95,6 +96,17 @@ def _conform(path: Path) -> pa.Table:
     return out.replace_schema_metadata(table.schema.metadata)
 
 
+def with_cohort_flags(table: pa.Table, checks: QCChecksConfig) -> pa.Table:
+    """``table`` with ``qc_flags`` and ``needs_review`` from the row checks and the cohort checks."""
+    needed = [n for n in table.column_names if n not in ("qc_flags", "needs_review", "warnings")]
+    rows = table.select(needed).to_pylist()
+    flags = [merge_flags(row_flags(r, checks), c) for r, c in zip(rows, cohort_flags(rows, checks))]
+    table = table.set_column(table.schema.get_field_index("qc_flags"), STATS_SCHEMA.field("qc_flags"),
+                             pa.array(flags, type=pa.list_(pa.string())))
+    return table.set_column(table.schema.get_field_index("needs_review"), STATS_SCHEMA.field("needs_review"),
+                            pa.array([bool(f) for f in flags], type=pa.bool_()))
+
+
 @dataclass(frozen=True)
 class AggregateResult:
     stats_path: Path
@@ -120,12 +132,15 @@ def aggregate(
     status_parts: Iterable[str | Path] = (),
     config_hash: str | None = None,
     metadata: dict[str, Any] | None = None,
+    checks: QCChecksConfig | None = None,
 ) -> AggregateResult:
     """Join per-study Parquet parts (files or folders of them) into the cohort dataset.
 
     Writes ``out_dir/stats.parquet`` (rows sorted by study and prompt),
     ``out_dir/status.parquet`` (from ``status_parts``; Parquet or JSON status files) and
-    ``out_dir/SCHEMA.md``, each atomically.
+    ``out_dir/SCHEMA.md``, each atomically. ``qc_flags`` and ``needs_review`` are
+    recomputed from each row's columns with ``checks`` plus the checks against the cohort
+    (``voxtell.stats.flags``).
     """
     out = Path(out_dir)
     paths = _expand(parts)
@@ -150,6 +165,7 @@ def aggregate(
                 f"{dupes.num_rows} (study_id, prompt_id, finding_id) keys occur in more than one row, e.g. {first}; "
                 "pass each study's statistics file once"
             )
+        table = with_cohort_flags(table, checks or QCChecksConfig())
     status = read_status(_expand(status_parts))
     if status.num_rows:
         status = status.sort_by([("study_id", "ascending"), ("stage", "ascending"), ("timestamp", "ascending")])

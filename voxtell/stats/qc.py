@@ -1,43 +1,50 @@
-"""Visual QC of one study: three orthogonal slices through each mask's centroid.
+"""Visual QC of one study: each mask on its image, in three planes through its centroid.
 
-Each non-empty mask gets a row of axial, coronal and sagittal slices through its centre of
-mass with the mask's outline over the image, labelled with the prompt id and volume.
-Slices are shown in radiological convention (patient's right on the viewer's left,
-anterior and superior up) after reorienting to the closest RAS axes, with true pixel
-aspect ratios. Windows: CT soft tissue (W 400 / L 40 HU); MR and PET the 1st-99th
-percentiles of the nonzero voxels. Matplotlib runs headless (Agg).
+Every mask gets one picture (``{prompt_id}.png`` in the panels folder): axial, coronal
+and sagittal slices through its centre of mass, cropped around it (at least 80 mm wide,
+so the neighbouring anatomy shows), with the mask's outline and, when there is one, the
+reference mask's outline. The study's overview PNG stacks these pictures.
+
+What a reviewer must be able to trust:
+- Orientation: radiological convention (patient's right on the viewer's left, anterior
+  and superior up) after reorienting to the closest RAS axes, square millimetres on
+  screen, R/L (A/P, S) letters at the edges and a scale bar in mm.
+- Outlines that show on any image: the mask in yellow and the reference in sky blue, each
+  two pixels wide inside (mask) or outside (reference) the edge and ringed by a black
+  halo. Grey-scale images (CT, MR, PET alike) have no colour, so a saturated outline
+  differs from every grey, and the halo separates it from light greys too.
+- Windows: CT soft tissue (W 400 / L 40 HU); MR the 1st-99th percentiles of the nonzero
+  voxels; PET the same percentiles shown inverted (hot is dark), as PET is read.
+An empty mask gets a picture too: through the reference's centroid when there is one
+(where the finding should have been), else through the image's centre.
 """
 
 from __future__ import annotations
 
-import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from scipy import ndimage
 
 from voxtell.stats.geometry import voxel_spacing, voxel_volume_ml
 from voxtell.stats.measure import as_binary
+from voxtell.stats.placement import detect_modality
+from voxtell.stats.reference import ReferenceMap, load_reference_map
 from voxtell.stats.study import load_on_grid, load_volume, read_manifest
 
 log = logging.getLogger(__name__)
 
 CT_WINDOW = (40.0 - 200.0, 40.0 + 200.0)  # level 40, width 400 HU
 VIEWS = ("axial", "coronal", "sagittal")
-
-
-def detect_modality(image_path: Path, data: np.ndarray) -> str:
-    """Modality from ``series.json`` beside the image, else CT when air (< -500) is present."""
-    sidecar = image_path.parent / "series.json"
-    if sidecar.is_file():
-        try:
-            mod = json.loads(sidecar.read_text(encoding="utf-8")).get("modality")
-            if mod:
-                return str(mod).upper()
-        except (OSError, json.JSONDecodeError, AttributeError):
-            log.warning("cannot read modality from %s", sidecar)
-    sample = data[::4, ::4, ::2]
-    return "CT" if sample.size and float(sample.min()) < -500 else "MR"
+MASK_RGB = (255, 225, 0)  # yellow
+REFERENCE_RGB = (0, 190, 255)  # sky blue
+HALO_RGB = (0, 0, 0)
+PANEL_PX = 220  # larger side of one plane's picture
+MIN_FIELD_MM = 80.0
+#: Letters at (left, right, top) of each view in radiological display.
+EDGE_LETTERS = {"axial": ("R", "L", "A"), "coronal": ("R", "L", "S"), "sagittal": ("A", "P", "S")}
 
 
 def display_window(data: np.ndarray, modality: str) -> tuple[float, float]:
@@ -76,9 +83,147 @@ def _view(vol: np.ndarray, view: str, idx: tuple[int, int, int]) -> np.ndarray:
     return np.asarray(sl).T[::-1, ::-1]
 
 
-def _aspect(spacing: np.ndarray, view: str) -> float:
+def _view_spacing(spacing: np.ndarray, view: str) -> tuple[float, float]:
+    """(row, column) spacing in mm of ``_view``'s output."""
     sx, sy, sz = spacing
-    return {"axial": sy / sx, "coronal": sz / sx, "sagittal": sz / sy}[view]
+    return {"axial": (sy, sx), "coronal": (sz, sx), "sagittal": (sz, sy)}[view]
+
+
+def _view_centre(view: str, idx: tuple[float, float, float], shape: tuple[int, int, int]) -> tuple[float, float]:
+    """(row, column) of the RAS index ``idx`` in ``_view``'s output."""
+    i, j, k = idx
+    nx, ny, nz = shape
+    return {"axial": (ny - 1 - j, nx - 1 - i), "coronal": (nz - 1 - k, nx - 1 - i),
+            "sagittal": (nz - 1 - k, ny - 1 - j)}[view]
+
+
+@dataclass(frozen=True)
+class StudyImage:
+    """An image in RAS order, ready to be shown: grey levels in [0, 1] and voxel sizes."""
+
+    grey: np.ndarray
+    spacing: np.ndarray
+    modality: str
+    window: tuple[float, float]
+
+
+def study_image(data: np.ndarray, affine: np.ndarray, modality: str) -> StudyImage:
+    lo, hi = display_window(data, modality)
+    grey = np.clip((_to_ras(np.asarray(data, dtype=np.float32), affine) - lo) / (hi - lo), 0, 1)
+    if modality.upper() in ("PT", "PET", "NM"):
+        grey = 1.0 - grey
+    return StudyImage(grey, _ras_spacing(affine), modality.upper(), (lo, hi))
+
+
+def _outline(mask2d: np.ndarray, inside: bool, width: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """(line, halo) pixels of a 2-D mask's edge: ``width`` pixels inside or outside it, and
+    one pixel of halo on both sides of the line."""
+    if not mask2d.any():
+        empty = np.zeros(mask2d.shape, bool)
+        return empty, empty
+    if inside:
+        line = mask2d & ~ndimage.binary_erosion(mask2d, iterations=width, border_value=0)
+    else:
+        line = ndimage.binary_dilation(mask2d, iterations=width) & ~mask2d
+    halo = ndimage.binary_dilation(line, iterations=1) & ~line
+    return line, halo
+
+
+def _text(draw, xy, text: str, fill=(255, 255, 255), size: int = 12) -> None:
+    from PIL import ImageFont
+
+    font = ImageFont.load_default(size=size)
+    x, y = xy
+    for dx, dy in ((-1, 0), (1, 0), (0, -1), (0, 1)):
+        draw.text((x + dx, y + dy), text, fill=(0, 0, 0), font=font)
+    draw.text((x, y), text, fill=fill, font=font)
+
+
+def _scale_bar_mm(field_mm: float) -> int:
+    for mm in (100, 50, 20, 10, 5, 2, 1):
+        if mm <= field_mm / 4:
+            return mm
+    return 1
+
+
+def render_planes(
+    img: StudyImage,
+    mask: np.ndarray | None,
+    centre: tuple[float, float, float],
+    *,
+    reference: np.ndarray | None = None,
+    half_field_mm: float = MIN_FIELD_MM / 2,
+    panel_px: int = PANEL_PX,
+) -> np.ndarray:
+    """RGB picture (uint8) of three planes through ``centre`` (a RAS index) with outlines.
+
+    ``mask`` and ``reference`` are boolean RAS arrays on ``img``'s grid (or None)."""
+    from PIL import Image, ImageDraw
+
+    idx = tuple(int(round(c)) for c in centre)
+    idx = tuple(min(max(v, 0), s - 1) for v, s in zip(idx, img.grey.shape))
+    pictures = []
+    for view in VIEWS:
+        grey = _view(img.grey, view, idx)
+        rows_mm, cols_mm = _view_spacing(img.spacing, view)
+        r0, c0 = _view_centre(view, centre, img.grey.shape)
+        px = 2 * half_field_mm / panel_px  # mm per display pixel
+        offsets = (np.arange(panel_px) - panel_px / 2 + 0.5) * px
+        rr = np.round(r0 + offsets / rows_mm).astype(int)
+        cc = np.round(c0 + offsets / cols_mm).astype(int)
+        valid = (rr[:, None] >= 0) & (rr[:, None] < grey.shape[0]) & (cc[None] >= 0) & (cc[None] < grey.shape[1])
+        rr_c, cc_c = np.clip(rr, 0, grey.shape[0] - 1), np.clip(cc, 0, grey.shape[1] - 1)
+
+        def sample(arr2d: np.ndarray) -> np.ndarray:
+            return np.where(valid, arr2d[np.ix_(rr_c, cc_c)], 0)
+
+        level = (sample(grey) * 255).astype(np.uint8)
+        rgb = np.repeat(level[..., None], 3, axis=2)
+        layers = []
+        if reference is not None:
+            layers.append((_outline(sample(_view(reference, view, idx)).astype(bool), inside=False), REFERENCE_RGB))
+        if mask is not None:
+            layers.append((_outline(sample(_view(mask, view, idx)).astype(bool), inside=True), MASK_RGB))
+        for (_, halo), _ in layers:
+            rgb[halo] = HALO_RGB
+        for (line, _), colour in layers:
+            rgb[line] = colour
+        picture = Image.fromarray(rgb)
+        draw = ImageDraw.Draw(picture)
+        left, right, top = EDGE_LETTERS[view]
+        _text(draw, (3, panel_px // 2 - 7), left)
+        _text(draw, (panel_px - 11, panel_px // 2 - 7), right)
+        _text(draw, (panel_px // 2 - 4, 2), top)
+        _text(draw, (3, 2), view, size=11)
+        bar_mm = _scale_bar_mm(2 * half_field_mm)
+        bar_px = int(round(bar_mm / px))
+        y = panel_px - 8
+        draw.rectangle([6, y - 1, 6 + bar_px, y + 2], fill=(0, 0, 0))
+        draw.rectangle([7, y, 5 + bar_px, y + 1], fill=(255, 255, 255))
+        _text(draw, (8, y - 16), f"{bar_mm} mm", size=11)
+        pictures.append(np.asarray(picture))
+    gap = np.full((panel_px, 4, 3), 255, np.uint8)
+    return np.concatenate([pictures[0], gap, pictures[1], gap, pictures[2]], axis=1)
+
+
+def _centre_and_field(mask: np.ndarray, spacing: np.ndarray) -> tuple[tuple[float, float, float], float]:
+    """Centroid (RAS index) and half field of view (mm) that shows the whole mask."""
+    pts = np.argwhere(mask)
+    centre = pts.mean(axis=0)
+    extent_mm = (pts.max(axis=0) - pts.min(axis=0) + 1) * spacing
+    return tuple(float(c) for c in centre), max(MIN_FIELD_MM, 1.25 * float(extent_mm.max())) / 2
+
+
+def save_png(rgb: np.ndarray, path: str | Path) -> Path:
+    """Write an RGB array as PNG atomically."""
+    from PIL import Image
+
+    from voxtell.io.atomic import atomic_path
+
+    p = Path(path)
+    with atomic_path(p) as tmp:
+        Image.fromarray(rgb).save(tmp, format="PNG", optimize=True)
+    return p
 
 
 def render_study_qc(
@@ -86,29 +231,25 @@ def render_study_qc(
     masks: str | Path,
     out_png: str | Path,
     *,
+    reference: str | Path | ReferenceMap | None = None,
+    panels_dir: str | Path | None = None,
     modality: str | None = None,
     title: str | None = None,
-    dpi: int = 80,
     max_masks: int | None = None,
 ) -> Path:
-    """Write the study's QC PNG atomically and return its path."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from voxtell.io.atomic import atomic_path
-
+    """Write one picture per mask to ``panels_dir`` (default: ``qc/`` beside ``out_png``)
+    and the study's overview PNG (the pictures stacked, with captions) atomically."""
     grid = load_volume(image, "image")
     manifest = read_manifest(masks)
     modality = (modality or detect_modality(grid.path, grid.array)).upper()
-    lo, hi = display_window(grid.array, modality)
-    vol = _to_ras(grid.array, grid.affine)
-    spacing = _ras_spacing(grid.affine)
+    img = study_image(grid.array, grid.affine, modality)
     vox_ml = voxel_volume_ml(grid.affine)
+    ref_map = load_reference_map(reference) if isinstance(reference, (str, Path)) else reference
+    panels = Path(panels_dir) if panels_dir is not None else Path(out_png).parent / "qc"
+    ref_cache: dict[Path, np.ndarray] = {}
 
-    panels, empty = [], []
-    seen = set()
+    rows: list[tuple[str, np.ndarray]] = []
+    seen: set[str] = set()
     for entry in manifest["prompts"]:
         pid = entry.get("prompt_id")
         if not pid or pid in seen:
@@ -116,47 +257,39 @@ def render_study_qc(
         seen.add(pid)
         path = Path(masks) / (entry.get("file") or f"{pid}.nii.gz")
         m = _to_ras(as_binary(load_on_grid(path, grid, "mask"), f"mask {path.name}"), grid.affine)
+        ref = None
+        spec = ref_map.lookup(pid) if ref_map is not None else None
+        if spec is not None:
+            if spec.file not in ref_cache:
+                ref_cache[spec.file] = load_on_grid(spec.file, grid, "reference")
+            data = ref_cache[spec.file]
+            ref = _to_ras((data == spec.label) if spec.label is not None else data != 0, grid.affine)
+        shown = m if m.any() else (ref if ref is not None and ref.any() else None)
+        if shown is not None:
+            centre, half = _centre_and_field(shown, img.spacing)
+        else:
+            centre, half = tuple((s - 1) / 2 for s in m.shape), float(max(np.array(m.shape) * img.spacing)) / 2
+        rgb = render_planes(img, m, centre, reference=ref, half_field_mm=half)
+        save_png(rgb, panels / f"{pid}.png")
         n = int(np.count_nonzero(m))
-        if n == 0:
-            empty.append(pid)
-            continue
-        centre = tuple(
-            int(round(np.dot(np.arange(m.shape[a]), np.count_nonzero(m, axis=tuple(b for b in range(3) if b != a))) / n))
-            for a in range(3)
-        )
-        panels.append((pid, m, centre, n * vox_ml))
-        if max_masks is not None and len(panels) >= max_masks:
+        caption = f"{(entry.get('prompt') or pid)[:90]}   {n * vox_ml:.1f} mL" + ("   EMPTY MASK" if n == 0 else "")
+        rows.append((caption, rgb))
+        if max_masks is not None and len(rows) >= max_masks:
             break
 
-    rows = max(len(panels), 1)
-    fig, axes = plt.subplots(rows, 3, figsize=(3 * 2.6, rows * 2.6 + 0.5), squeeze=False)
-    colours = plt.get_cmap("tab10")
-    if not panels:
-        centre = tuple(s // 2 for s in vol.shape)
-        for ax, view in zip(axes[0], VIEWS):
-            ax.imshow(_view(vol, view, centre), cmap="gray", vmin=lo, vmax=hi, aspect=_aspect(spacing, view),
-                      interpolation="nearest")
-            ax.set_title(f"{view} (no non-empty mask)", fontsize=8)
-    for r, (pid, m, centre, ml) in enumerate(panels):
-        for c, view in enumerate(VIEWS):
-            ax = axes[r, c]
-            ax.imshow(_view(vol, view, centre), cmap="gray", vmin=lo, vmax=hi, aspect=_aspect(spacing, view),
-                      interpolation="nearest")
-            sl = _view(m, view, centre)
-            if sl.any():
-                ax.contour(sl.astype(np.float32), levels=[0.5], colors=[colours(r % 10)], linewidths=1.0)
-            ax.set_title(f"{pid}  {ml:.1f} mL" if c == 0 else view, fontsize=7, loc="left" if c == 0 else "center")
-    for ax in axes.ravel():
-        ax.set_xticks([])
-        ax.set_yticks([])
-    head = title or str(manifest.get("study_id") or Path(masks).name)
-    head += f"   [{modality}, window {lo:g}..{hi:g}]"
-    if empty:
-        head += "\nempty: " + ", ".join(empty[:8]) + (" ..." if len(empty) > 8 else "")
-    fig.suptitle(head, fontsize=8)
-    fig.tight_layout()
-    out = Path(out_png)
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, dpi=dpi, format="png")
-    plt.close(fig)
-    return out
+    width = rows[0][1].shape[1] if rows else 3 * PANEL_PX + 8
+    head = (title or str(manifest.get("study_id") or Path(masks).name)) + f"   [{modality}, window {img.window[0]:g}..{img.window[1]:g}]"
+    blocks = [_caption(head, width)]
+    for caption, rgb in rows:
+        blocks += [_caption(caption, width), rgb]
+    if not rows:
+        blocks.append(_caption("no masks", width))
+    return save_png(np.concatenate(blocks, axis=0), out_png)
+
+
+def _caption(text: str, width: int) -> np.ndarray:
+    from PIL import Image, ImageDraw, ImageFont
+
+    picture = Image.new("RGB", (width, 18), (255, 255, 255))
+    ImageDraw.Draw(picture).text((4, 2), text, fill=(0, 0, 0), font=ImageFont.load_default(size=12))
+    return np.asarray(picture)

@@ -3,7 +3,8 @@
 Every field carries ``description`` and ``unit`` in its Parquet field metadata, so a table
 documents itself wherever it is opened. Types are plain (string, bool, int32/int64,
 float64, timestamp in microseconds UTC): pandas, polars, DuckDB and Spark read them as is.
-Columns are flat (no structs or lists) for the same reason.
+Columns are flat (no structs) for the same reason; the only lists are lists of strings
+(``concepts``, ``warnings``, ``qc_flags``), and a finding's measurements are a JSON string.
 
 Conventions: coordinates are DICOM patient coordinates (LPS: +x patient left, +y posterior,
 +z superior) in millimetres; volumes in millilitres; intensities in the image's original
@@ -25,10 +26,20 @@ _STATS_FIELDS: list[tuple[str, pa.DataType, bool, str, str]] = [
     ("prompt_id", pa.string(), False, "", "Stable prompt id: slug + sha1 of the normalised prompt (file name of the mask)."),
     ("prompt", pa.string(), True, "", "Prompt text as given to the model."),
     ("source", pa.string(), True, "", "Where the prompt came from: 'config' (fixed prompts) or 'finding' (report sentence)."),
-    ("finding_id", pa.string(), True, "", "Finding id in findings/{study}.jsonl when source is 'finding'."),
+    ("finding_id", pa.string(), True, "",
+     "Finding id (results/findings/{study}/findings.jsonl) when source is 'finding'; stable while its sentence is unchanged."),
+    ("sentence", pa.string(), True, "", "The report sentence of the finding, as written."),
+    ("section", pa.string(), True, "", "Report section the sentence is in (findings, impression, ...)."),
+    ("concepts", pa.list_(pa.string()), True, "", "Vocabulary concepts the sentence names."),
+    ("laterality", pa.string(), True, "", "Side the sentence gives: left, right, bilateral or null."),
+    ("assertion", pa.string(), True, "", "present, negated, normal, resolved or historical."),
+    ("uncertain", pa.bool_(), True, "", "True when the sentence hedges (possible, suspicious for, ...)."),
+    ("measurements", pa.string(), True, "", "The finding's measurements as given by the findings stage, as JSON."),
+    ("mask_path", pa.string(), True, "", "Path of the mask file this row measures."),
     ("model_id", pa.string(), True, "", "Model identifier from the model directory."),
     ("model_sha256", pa.string(), True, "", "SHA-256 of the model checkpoint that produced the mask."),
     ("backend", pa.string(), True, "", "Inference backend (e.g. torch, onnxruntime)."),
+    ("modality", pa.string(), True, "", "Image modality (series.json, else CT when the image holds air below -500)."),
     ("pipeline_version", pa.string(), True, "", "voxtell version that produced the mask."),
     ("empty", pa.bool_(), False, "", "True when the mask has no voxel (not an error); geometry and intensity are then null."),
     ("voxel_count", pa.int64(), False, "voxels", "Number of mask voxels."),
@@ -44,6 +55,8 @@ _STATS_FIELDS: list[tuple[str, pa.DataType, bool, str, str]] = [
     ("centroid_z_mm", pa.float64(), True, "mm (LPS z)", "Centre of mass of the mask, LPS z."),
     ("n_components", pa.int32(), False, "count", "Connected components (26-connectivity); 0 for an empty mask."),
     ("largest_component_ml", pa.float64(), True, "mL", "Volume of the largest connected component."),
+    ("second_component_ml", pa.float64(), True, "mL", "Volume of the second-largest connected component (0 when one)."),
+    ("equivalent_diameter_mm", pa.float64(), True, "mm", "Diameter of the ball with the mask's volume."),
     ("longest_axial_diameter_mm", pa.float64(), True, "mm",
      "RECIST long axis: longest in-plane distance across the mask outline on the most axial slices of the grid, over all slices."),
     ("perpendicular_diameter_mm", pa.float64(), True, "mm",
@@ -58,12 +71,29 @@ _STATS_FIELDS: list[tuple[str, pa.DataType, bool, str, str]] = [
     ("report_diameter_mm", pa.float64(), True, "mm", "Largest measurement the report gave for this finding (measurements_mm)."),
     ("diameter_ratio", pa.float64(), True, "ratio",
      "longest_axial_diameter_mm / report_diameter_mm (1 = mask agrees with the report)."),
+    ("body_fraction", pa.float64(), True, "ratio", "Share of mask voxels inside the patient's body (found on the image)."),
+    ("edge_fraction", pa.float64(), True, "ratio", "Share of mask voxels on the in-plane border of the scan."),
+    ("midline_offset_mm", pa.float64(), True, "mm (LPS x)",
+     "Centroid x minus the body's midline on the centroid's axial slice (+ = patient's left)."),
+    ("organ_prompt_id", pa.string(), True, "", "Prompt id of the organ mask of the study that the finding names."),
+    ("organ_fraction", pa.float64(), True, "ratio",
+     "Share of the finding's mask voxels inside organ_prompt_id's mask or within stats.qc_checks.organ_margin_mm of it."),
     ("dice", pa.float64(), True, "ratio", "Dice overlap with the reference mask (1 when both are empty)."),
     ("hd95_mm", pa.float64(), True, "mm",
      "95th-percentile Hausdorff distance to the reference: max of both directed 95th percentiles of surface-voxel distances."),
     ("msd_mm", pa.float64(), True, "mm", "Symmetric mean surface distance to the reference (mean of both directed distance sets)."),
     ("reference_volume_ml", pa.float64(), True, "mL", "Volume of the reference mask."),
     ("volume_difference_ml", pa.float64(), True, "mL", "volume_ml minus reference_volume_ml."),
+    ("suv_max", pa.float64(), True, "SUVbw",
+     "PET/CT: largest body-weight SUV in the mask (PET of the same frame of reference, resampled onto the CT)."),
+    ("suv_mean", pa.float64(), True, "SUVbw", "PET/CT: mean body-weight SUV in the mask."),
+    ("suv_peak", pa.float64(), True, "SUVbw",
+     "PET/CT: largest mean SUV of a 1 mL sphere centred on a mask voxel (CT-grid voxels in the sphere)."),
+    ("mtv_ml", pa.float64(), True, "mL", "PET/CT: metabolic tumour volume, mask voxels with SUV >= stats.mtv_threshold_suv."),
+    ("warnings", pa.list_(pa.string()), True, "", "Warnings about the input (series.json) and the measurement."),
+    ("qc_flags", pa.list_(pa.string()), True, "",
+     "Codes of the QC checks this row fails (voxtell.stats.flags; the cohort table adds cohort checks)."),
+    ("needs_review", pa.bool_(), True, "", "True when qc_flags is not empty: look at this mask."),
 ]
 
 _STATUS_FIELDS: list[tuple[str, pa.DataType, bool, str, str]] = [
@@ -76,6 +106,8 @@ _STATUS_FIELDS: list[tuple[str, pa.DataType, bool, str, str]] = [
     ("message", pa.string(), True, "",
      "What went wrong and what to do about it (null when ok; for skipped, why there was nothing to do)."),
     ("timestamp", pa.timestamp("us", tz="UTC"), False, "UTC", "When the stage finished."),
+    ("warnings", pa.list_(pa.string()), False, "",
+     "Plausibility warnings of the stage (e.g. convert: HU range, spacing, series ties); empty when none."),
 ]
 
 

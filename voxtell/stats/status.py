@@ -34,9 +34,11 @@ def status_row(
     error_class: str | None = None,
     timestamp: datetime | None = None,
     details: Mapping[str, Any] | None = None,
+    warnings: Iterable[str] = (),
 ) -> dict[str, Any]:
     """A status row: ``ok`` without ``error``, ``failed`` with the error's class and message
-    (or any of ``STATUS_VALUES`` given as ``status``); ``details`` go to JSON files only."""
+    (or any of ``STATUS_VALUES`` given as ``status``); ``warnings`` (plausibility notes, e.g.
+    convert's HU range check) go to the table, ``details`` to JSON files only."""
     if status is None:
         status = "failed" if (error is not None or error_class) else "ok"
     if status not in STATUS_VALUES:
@@ -54,6 +56,7 @@ def status_row(
         "error_class": error_class,
         "message": message,
         "timestamp": ts.astimezone(timezone.utc),
+        "warnings": [str(w) for w in warnings or ()],
     }
     if details:
         row["details"] = dict(details)
@@ -70,8 +73,11 @@ def status_table(rows: Iterable[dict[str, Any]]) -> pa.Table:
         ts = row.get("timestamp")
         if isinstance(ts, str):
             ts = datetime.fromisoformat(ts.replace("Z", "+00:00"))
+        warnings = row.get("warnings") or []
+        if isinstance(warnings, str):
+            warnings = [warnings]
         clean.append(status_row(row["study_id"], row["stage"], status=row["status"], message=row.get("message"),
-                                error_class=row.get("error_class"), timestamp=ts))
+                                error_class=row.get("error_class"), timestamp=ts, warnings=warnings))
     return pa.Table.from_pylist(clean, schema=STATUS_SCHEMA)
 
 

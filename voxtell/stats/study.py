@@ -22,9 +22,14 @@ import numpy as np
 from voxtell import __version__
 from voxtell.errors import InputError
 from voxtell.io.nifti import nifti_stem, open_image, read_voxels
+from voxtell.io.volume import check_header
+from voxtell.prompts import normalize_prompt
 from voxtell.prompts import prompt_id as make_prompt_id
 from voxtell.stats.errors import GridMismatchError, ManifestError, MissingImageError
+from voxtell.stats.flags import QCChecksConfig, organ_prompt_for, row_flags
+from voxtell.stats.geometry import bounding_box, voxel_spacing
 from voxtell.stats.measure import mask_statistics
+from voxtell.stats.placement import body_mask, detect_modality, fraction_near, placement, series_sidecar
 from voxtell.stats.reference import ReferenceMap, load_reference_map
 
 log = logging.getLogger(__name__)
@@ -35,13 +40,16 @@ class StudyStatsConfig:
     """How to measure a study.
 
     ``study_id`` overrides the manifest's; ``grid_atol_mm`` is how far two affines may
-    differ (float32 round-off of NIfTI headers) and still count as one grid.
+    differ (float32 round-off of NIfTI headers) and still count as one grid; ``checks``
+    are the QC thresholds; ``modality`` overrides series.json (it picks the body threshold).
     """
 
     study_id: str | None = None
     workers: int = 1
     grid_atol_mm: float = 1e-3
     with_intensity: bool = True
+    checks: QCChecksConfig = field(default_factory=QCChecksConfig)
+    modality: str | None = None
 
 
 @dataclass(frozen=True)
@@ -64,12 +72,7 @@ class Volume:
 
 def _open_nifti(path: Path, what: str):
     img = open_image(path, what, MissingImageError)
-    shape = img.shape
-    if len(shape) == 4 and shape[3] == 1:
-        shape = shape[:3]
-    if len(shape) != 3:
-        raise InputError(f"{what} {path} has shape {img.shape}; a 3-D volume is expected")
-    return img, shape
+    return img, check_header(img.shape, img.affine, img.get_data_dtype(), f"{what} {path}").shape  # the shared volume rule
 
 
 def load_volume(path: str | Path, what: str = "image") -> Volume:
@@ -140,12 +143,62 @@ def load_findings(path: str | Path) -> dict[str, dict[str, Any]]:
     return out
 
 
+def _mm_values(measurements: Any) -> list[float]:
+    """Sizes (mm) from a finding's measurements: numbers, or dicts with a ``*mm`` value."""
+    out: list[float] = []
+    for m in measurements or []:
+        if isinstance(m, (int, float)) and not isinstance(m, bool):
+            out.append(float(m))
+        elif isinstance(m, dict):
+            for key, value in m.items():
+                if not str(key).endswith("mm"):
+                    continue
+                values = value if isinstance(value, (list, tuple)) else [value]
+                out.extend(float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool))
+    return out
+
+
 def report_diameter(finding: dict[str, Any] | None) -> float | None:
     """Largest measurement (mm) a finding reports, or None."""
     if not finding:
         return None
-    values = [float(v) for v in (finding.get("measurements_mm") or []) if v is not None]
+    values = _mm_values(finding.get("measurements_mm")) + _mm_values(finding.get("measurements"))
     return max(values) if values else None
+
+
+def finding_of(entry: dict[str, Any], finding_map: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    """The finding a manifest prompt entry carries (contract C3), else the findings file's."""
+    carried = entry.get("finding")
+    if isinstance(carried, dict):
+        return carried
+    fid = entry.get("finding_id")
+    return finding_map.get(str(fid)) if fid is not None else None
+
+
+def finding_columns(finding: dict[str, Any] | None) -> dict[str, Any]:
+    """The finding's fields as statistics columns (all null for a config prompt)."""
+    if not finding:
+        return {k: None for k in FINDING_COLUMNS}
+    assertion = finding.get("assertion") or ("negated" if finding.get("negated") else "present")
+    measurements = finding.get("measurements", finding.get("measurements_mm"))
+    return {
+        "sentence": finding.get("sentence"),
+        "section": finding.get("section"),
+        "concepts": [str(c) for c in finding.get("concepts") or []],
+        "laterality": finding.get("laterality"),
+        "assertion": assertion,
+        "uncertain": None if finding.get("uncertain") is None else bool(finding.get("uncertain")),
+        "measurements": None if measurements is None else json.dumps(measurements, sort_keys=True),
+    }
+
+
+FINDING_COLUMNS = ("sentence", "section", "concepts", "laterality", "assertion", "uncertain", "measurements")
+
+
+def _centroid_index(stats: dict[str, Any], affine: np.ndarray) -> np.ndarray:
+    lps = np.array([stats["centroid_x_mm"], stats["centroid_y_mm"], stats["centroid_z_mm"]], dtype=np.float64)
+    ras = lps * np.array([-1.0, -1.0, 1.0])
+    return np.linalg.solve(affine[:3, :3], ras - affine[:3, 3])
 
 
 def compute_study_stats(
@@ -156,7 +209,7 @@ def compute_study_stats(
     reference: str | Path | ReferenceMap | None = None,
     config: StudyStatsConfig = StudyStatsConfig(),
 ) -> StudyStats:
-    """Measure every mask of a study; one row per manifest prompt entry.
+    """Measure every mask of a study; one row per manifest prompt entry, with its QC flags.
 
     Raises ``MissingImageError``, ``GridMismatchError``, ``NonBinaryMaskError``,
     ``ManifestError`` (all ``InputError``) for bad inputs; an empty mask is a row with
@@ -170,13 +223,30 @@ def compute_study_stats(
     ref_map = load_reference_map(reference) if isinstance(reference, (str, Path)) else reference
     grid = load_volume(image, "image")
     model = manifest.get("model") or {}
+    checks = config.checks
+    sidecar = series_sidecar(grid.path)
+    series_warnings = [str(w) for w in sidecar.get("warnings") or []]
+    modality = (config.modality or detect_modality(grid.path, grid.array)).upper()
+    body = body_mask(grid.array, grid.affine, modality)
+    stage_warnings: list[str] = []
+    if not body.mask.any():
+        stage_warnings.append("no body found on the image: outside_body and wrong_side were not checked")
+        body = None
 
     entries = []
     for entry in manifest["prompts"]:
         pid = entry.get("prompt_id") or make_prompt_id(entry["prompt"])
-        entries.append((pid, entry))
-    unique = list(dict.fromkeys(pid for pid, _ in entries))
-    files = {pid: Path(masks) / (e.get("file") or f"{pid}.nii.gz") for pid, e in reversed(entries)}
+        entries.append((pid, entry, finding_of(entry, finding_map)))
+    unique = list(dict.fromkeys(pid for pid, _, _ in entries))
+    files = {pid: Path(masks) / (e.get("file") or f"{pid}.nii.gz") for pid, e, _ in reversed(entries)}
+    by_text = {normalize_prompt(e.get("prompt") or ""): pid for pid, e, _ in entries if e.get("source") != "finding"}
+    organ_of = {}
+    for pid, entry, finding in entries:
+        if finding and entry.get("source") == "finding":
+            organ = organ_prompt_for(finding.get("concepts") or [], by_text, pid, checks)
+            if organ is not None:
+                organ_of.setdefault(pid, organ)
+    organs: dict[str, np.ndarray] = {}
     ref_cache: dict[Path, np.ndarray] = {}
 
     def measure(pid: str) -> dict[str, Any]:
@@ -189,36 +259,61 @@ def compute_study_stats(
             data = ref_cache[spec.file]
             ref = (data == spec.label) if spec.label is not None else data
         image_arr = grid.array if config.with_intensity else None
-        return mask_statistics(mask, grid.affine, image=image_arr, reference=ref, name=f"mask {files[pid].name}").as_dict()
+        out = mask_statistics(mask, grid.affine, image=image_arr, reference=ref, name=f"mask {files[pid].name}").as_dict()
+        out.update(body_fraction=None, edge_fraction=None, midline_offset_mm=None, organ_prompt_id=None,
+                   organ_fraction=None)
+        box = bounding_box(mask) if not out["empty"] else None
+        if box is not None:
+            where = placement(mask, box, (out["centroid_x_mm"], out["centroid_y_mm"], out["centroid_z_mm"]),
+                              _centroid_index(out, grid.affine), body)
+            out.update(body_fraction=where.body_fraction, edge_fraction=where.edge_fraction,
+                       midline_offset_mm=where.midline_offset_mm)
+            organ = organs.get(organ_of.get(pid, ""))
+            if organ is not None:
+                out.update(organ_prompt_id=organ_of[pid], organ_fraction=fraction_near(
+                    mask, box, organ, voxel_spacing(grid.affine), checks.organ_margin_mm))
+        if pid in set(organ_of.values()):
+            organs[pid] = np.asarray(mask) != 0
+        return out
 
-    if config.workers > 1 and len(unique) > 1:
-        with ThreadPoolExecutor(max_workers=config.workers) as pool:
-            results = dict(zip(unique, pool.map(measure, unique)))
-    else:
-        results = {pid: measure(pid) for pid in unique}
+    # organs first, so that the findings measured after them can be placed in them
+    first = [pid for pid in unique if pid in set(organ_of.values())]
+    rest = [pid for pid in unique if pid not in set(first)]
+    results: dict[str, dict[str, Any]] = {}
+    for batch in (first, rest):
+        if config.workers > 1 and len(batch) > 1:
+            with ThreadPoolExecutor(max_workers=config.workers) as pool:
+                results.update(zip(batch, pool.map(measure, batch)))
+        else:
+            results.update((pid, measure(pid)) for pid in batch)
 
     rows = []
-    for pid, entry in entries:
+    for pid, entry, finding in entries:
         stats = results[pid]
-        finding_id = entry.get("finding_id")
-        rep = report_diameter(finding_map.get(str(finding_id))) if finding_id is not None else None
+        finding_id = entry.get("finding_id") or (finding or {}).get("finding_id")
+        rep = report_diameter(finding)
         longest = stats["longest_axial_diameter_mm"]
-        rows.append(
-            {
-                "study_id": str(study_id),
-                "prompt_id": pid,
-                "prompt": entry.get("prompt"),
-                "source": entry.get("source"),
-                "finding_id": None if finding_id is None else str(finding_id),
-                "model_id": model.get("model_id"),
-                "model_sha256": model.get("sha256"),
-                "backend": manifest.get("backend"),
-                "pipeline_version": manifest.get("pipeline_version"),
-                **stats,
-                "report_diameter_mm": rep,
-                "diameter_ratio": (longest / rep) if (rep and longest is not None) else None,
-            }
-        )
+        row = {
+            "study_id": str(study_id),
+            "prompt_id": pid,
+            "prompt": entry.get("prompt"),
+            "source": entry.get("source"),
+            "finding_id": None if finding_id is None else str(finding_id),
+            **finding_columns(finding),
+            "mask_path": str(files[pid]),
+            "model_id": model.get("model_id"),
+            "model_sha256": model.get("sha256"),
+            "backend": manifest.get("backend"),
+            "modality": modality,
+            "pipeline_version": manifest.get("pipeline_version"),
+            **stats,
+            "report_diameter_mm": rep,
+            "diameter_ratio": (longest / rep) if (rep and longest is not None) else None,
+            "warnings": series_warnings + stage_warnings,
+        }
+        row["qc_flags"] = row_flags(row, checks)
+        row["needs_review"] = bool(row["qc_flags"])
+        rows.append(row)
     metadata = {
         "study_id": str(study_id),
         "pipeline_version": str(manifest.get("pipeline_version") or ""),
@@ -226,8 +321,9 @@ def compute_study_stats(
         "model_sha256": str(model.get("sha256") or ""),
         "text_encoder": str(model.get("text_encoder") or ""),
         "backend": str(manifest.get("backend") or ""),
+        "modality": modality,
         "stats_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    log.info("study %s: %d prompts measured", study_id, len(rows))
+    log.info("study %s: %d prompts measured, %d need review", study_id, len(rows), sum(r["needs_review"] for r in rows))
     return StudyStats(str(study_id), rows, metadata)

@@ -16,8 +16,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from voxtell.data.vocabulary import Vocabulary
 from voxtell.errors import ConfigError
 from voxtell.inference.backends import resolve_device
@@ -162,7 +160,3 @@ def retrain(
     write_json_atomic(out / META_FILENAME, meta.to_dict(net_cfg))
     return RetrainResult(out, p_dice, c_dice, tuple(old), tuple(new), bool(report["promoted"]), reason, result)
 
-
-def concept_drop(parent: dict[str, float], child: dict[str, float]) -> dict[str, float]:
-    """Parent minus child Dice per shared concept (positive = child worse)."""
-    return {c: float(np.round(parent[c] - child[c], 4)) for c in parent if c in child}

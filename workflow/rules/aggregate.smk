@@ -7,18 +7,23 @@ rule aggregate_cohort:
     input:
         unpack(aggregate_input),
     output:
-        stats="results/cohort/stats.parquet",
-        status="results/cohort/status.parquet",
-        qc="results/cohort/qc.html",
-        versions="results/cohort/versions.json",
+        stats=L.cohort("stats"),
+        status=L.cohort("status"),
+        qc=report(L.cohort("qc"), caption="../report/qc.rst", category="QC"),
+        qc_studies=report(directory(L.cohort("qc_studies")), patterns=["{study}.html"], caption="../report/qc_study.rst",
+                          category="QC", subcategory="studies"),
+        versions=L.cohort("versions"),
+        findings=report(L.cohort("findings"), caption="../report/findings.rst", category="Tables"),
     params:
         studies=aggregate_studies,
         stages=["convert", "findings", "segment", "stats"] if USE_FINDINGS else ["convert", "segment", "stats"],
         patterns=aggregate_patterns,
         out_dir=subpath(output.stats, parent=True),
+        results=subpath(output.stats, ancestor=2),
         config_hash=CONFIG_HASH,
         model_sha256=model_sha256,
         text_encoder=text_encoder_id,
+        qc_checks=config["stats"].get("qc_checks", {}),
     log:
         "logs/aggregate/aggregate_cohort.log",
     benchmark:

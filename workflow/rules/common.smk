@@ -1,22 +1,26 @@
 # Shared definitions: config and samples validation, shard membership, input functions.
 # No rules here. Everything a rule needs is derived from the samples table and config by
 # the functions below; the logic behind them lives in voxtell.cohort (importable without
-# Snakemake).
+# Snakemake). Every path comes from voxtell.cohort.layout (L below), never spelled out.
 
 import functools
 import os
+import sys
 
 import jsonschema
 import yaml
 from snakemake.exceptions import WorkflowError
+from snakemake.logging import logger
 from snakemake.utils import validate
 
 from voxtell import __version__ as PIPELINE_VERSION
 from voxtell.cohort import assign_shards, config_hash, validate_samples
-from voxtell.cohort.model_ref import CHECKPOINT, model_exists, model_ref
+from voxtell.cohort.layout import RESULTS as L
+from voxtell.cohort.markers import stale
 from voxtell.cohort.prompts import fixed_prompts
 from voxtell.cohort.samples import STUDY_WILDCARD, read_samples_rows
 from voxtell.errors import VoxTellError
+from voxtell.model.folder import CHECKPOINT, model_exists, model_ref
 
 
 validate(config, "../schemas/config.schema.yaml")
@@ -104,16 +108,33 @@ def existing(*paths):
     return [p for p in paths if p and os.path.exists(p)]
 
 
+def revalidate(stage, shard):
+    """A shard whose studies' results no longer match their done markers (a mask or
+    per-study file deleted or changed since the run) loses its summary, so Snakemake runs
+    the shard again; inside the job only those studies are redone. Checked only for shards
+    that finished (a file stat per output), so planning a new cohort costs nothing."""
+    summary = L.shard_summary(stage, shard)
+    if not os.path.exists(summary):
+        return
+    bad = stale(L.study_dir(stage, s) for s in shards()[shard])
+    if bad:
+        logger.warning(f"{stage} shard {shard}: results of {len(bad)} study(ies) changed since the run "
+                       f"(e.g. {bad[0]}); they are redone")
+        os.remove(summary)
+
+
 # ----------------------------------------------------------------------------- model and encoder
 def model_checkpoint(wildcards=None):
-    """The model checkpoint; the demo trains it (checkpoint rule) when it does not exist."""
+    """The model checkpoint; trained (checkpoint rule) only when demo.train.enabled asks for it."""
     if model_exists(MODEL_DIR):
         return MODEL_CHECKPOINT
     if config["demo"]["train"]["enabled"]:
         return checkpoints.train_demo_model.get().output["checkpoint"]
+    what = "does not exist" if not os.path.exists(MODEL_DIR) else f"has no {CHECKPOINT}"
     raise WorkflowError(
-        f"no model in {MODEL_DIR}: set model.dir to a VoxTell model folder (released weights: the folder with "
-        "plans.json and fold_0/checkpoint_final.pth) or enable demo.train to train the small demo model."
+        f"model.dir {MODEL_DIR} {what}: set model.dir to a VoxTell model folder (released weights: the folder "
+        "with plans.json and fold_0/checkpoint_final.pth), or set demo.train.enabled: true to train the small "
+        "demo model into it."
     )
 
 
@@ -167,6 +188,7 @@ def segment_run_settings(wildcards):
         "text_encoder": config["text_encoder"]["path"] or config["text_encoder"]["id"],
         "config_hash": CONFIG_HASH,
         "model_sha_cache": MODEL_SHA_CACHE,
+        "max_prompts": config["segment"]["max_prompts_per_study"],
     }
 
 
@@ -176,21 +198,41 @@ def gpus_for_segment(wildcards):
 
 # ----------------------------------------------------------------------------- per-rule inputs
 def convert_input(wildcards):
-    return existing(samples()[wildcards.study].source)
+    revalidate("convert", wildcards.shard)
+    return existing(*(samples()[s].source for s in shard_members(wildcards)))
 
 
-def convert_source(wildcards):
-    s = samples()[wildcards.study]
-    return {"dicom": s.dicom, "image": s.image}
+def convert_tasks(wildcards):
+    return [
+        {"study_id": s, "dicom": samples()[s].dicom, "image": samples()[s].image, "out_dir": L.study_dir("convert", s)}
+        for s in shard_members(wildcards)
+    ]
+
+
+def convert_settings():
+    """Settings of the convert jobs (keyword arguments of voxtell.cohort.stage_convert.run_convert)."""
+    c = config["convert"]
+    return {
+        "modalities": c["modalities"],
+        "min_slices": c["min_slices"],
+        "pet_suv": c["pet_suv"],
+        "pet_ct": c["pet_ct"],
+        "dicom_export": config["export_dicom"]["enabled"],
+    }
+
+
+def convert_summaries(wildcards=None):
+    return [L.shard_summary("convert", shard) for shard in shards()]
 
 
 def findings_input(wildcards):
+    revalidate("findings", wildcards.shard)
     return existing(*(samples()[s].report for s in shard_members(wildcards)))
 
 
 def findings_tasks(wildcards):
     return [
-        {"study_id": s, "report": samples()[s].report, "out_dir": f"results/findings/{s}"}
+        {"study_id": s, "report": samples()[s].report, "out_dir": L.study_dir("findings", s)}
         for s in shard_members(wildcards)
     ]
 
@@ -203,7 +245,7 @@ def findings_settings():
 def findings_summaries(wildcards=None):
     if not USE_FINDINGS:
         return []
-    return expand("results/findings/shards/{shard}.json", shard=shards())
+    return [L.shard_summary("findings", shard) for shard in shards()]
 
 
 def embed_input(wildcards):
@@ -211,15 +253,19 @@ def embed_input(wildcards):
     return findings_summaries() + extra
 
 
+def embed_findings_files(wildcards):
+    return [L.findings(s) for s in study_ids()] if USE_FINDINGS else []
+
+
 def segment_input(wildcards):
-    members = shard_members(wildcards)
+    revalidate("segment", wildcards.shard)
     inputs = {
-        "convert": [f"results/convert/{s}/status.json" for s in members],
-        "settings": "results/segment/settings.json",
-        "prompts": ancient("results/embed/prompts.json"),
+        "convert": L.shard_summary("convert", wildcards.shard),
+        "settings": L.settings("segment"),
+        "prompts": ancient(L.embed_manifest()),
     }
     if USE_FINDINGS:
-        inputs["findings"] = f"results/findings/shards/{wildcards.shard}.json"
+        inputs["findings"] = L.shard_summary("findings", wildcards.shard)
     return inputs
 
 
@@ -227,22 +273,21 @@ def segment_tasks(wildcards):
     return [
         {
             "study_id": s,
-            "convert_status": f"results/convert/{s}/status.json",
-            "findings": f"results/findings/{s}/findings.jsonl" if USE_FINDINGS else None,
-            "out_dir": f"results/segment/{s}",
+            "convert_status": L.status("convert", s),
+            "findings": L.findings(s) if USE_FINDINGS else None,
+            "out_dir": L.study_dir("segment", s),
         }
         for s in shard_members(wildcards)
     ]
 
 
 def stats_input(wildcards):
+    revalidate("stats", wildcards.shard)
     inputs = {
-        "settings": "results/stats/settings.json",
-        "segment": f"results/segment/shards/{wildcards.shard}.json",
+        "settings": L.settings("stats"),
+        "segment": L.shard_summary("segment", wildcards.shard),
     }
-    if USE_FINDINGS:
-        inputs["findings"] = f"results/findings/shards/{wildcards.shard}.json"
-    inputs["reference"] = existing(*(samples()[s].reference for s in shard_members(wildcards)))
+    inputs["reference"] = existing(*(samples()[s].reference for s in shard_members(wildcards) if samples()[s].reference != "auto"))
     return inputs
 
 
@@ -250,30 +295,35 @@ def stats_tasks(wildcards):
     return [
         {
             "study_id": s,
-            "segment_dir": f"results/segment/{s}",
-            "findings": f"results/findings/{s}/findings.jsonl" if USE_FINDINGS else None,
+            "segment_dir": L.study_dir("segment", s),
             "reference": samples()[s].reference,
-            "out_dir": f"results/stats/{s}",
+            "dicom": samples()[s].dicom,
+            "out_dir": L.study_dir("stats", s),
         }
         for s in shard_members(wildcards)
     ]
 
 
+def shard_summaries(stage):
+    return [L.shard_summary(stage, shard) for shard in shards()]
+
+
 def aggregate_input(wildcards):
     return {
-        "convert": expand("results/convert/{study}/status.json", study=study_ids()),
+        "convert": convert_summaries(),
         "findings": findings_summaries(),
-        "segment": expand("results/segment/shards/{shard}.json", shard=shards()),
-        "stats": expand("results/stats/shards/{shard}.json", shard=shards()),
+        "segment": shard_summaries("segment"),
+        "stats": shard_summaries("stats"),
     }
 
 
 def aggregate_patterns(wildcards):
     """Per-study side files of the shard jobs that the aggregate reads (not declared outputs)."""
     return {
-        "status": "results/{stage}/{study}/status.json",
-        "stats": "results/stats/{study}/stats.parquet",
-        "qc": "results/stats/{study}/qc.png",
+        "status": L.status("{stage}", "{study}"),
+        "stats": L.stats("{study}"),
+        "qc": L.qc("{study}"),
+        **({"findings": L.findings("{study}")} if USE_FINDINGS else {}),
     }
 
 
@@ -281,13 +331,26 @@ def aggregate_studies(wildcards):
     return study_ids()
 
 
+COHORT_TARGETS = [L.cohort(k) for k in ("stats", "status", "qc", "versions")]
+
+
 def all_targets(wildcards):
-    return [
-        "results/cohort/stats.parquet",
-        "results/cohort/status.parquet",
-        "results/cohort/qc.html",
-        "results/cohort/versions.json",
-    ]
+    return COHORT_TARGETS
+
+
+def run_summary(strict):
+    """Print the one-screen run summary; with ``strict``, fail the run if a study failed."""
+    from voxtell.cohort.run_status import read_run_status
+
+    try:
+        ids = study_ids()
+    except Exception:  # no valid samples table: nothing to summarise
+        return
+    status = read_run_status(L.root, ids)
+    print(status.render(), file=sys.stderr)
+    if strict and status.any_failed:
+        raise WorkflowError(f"{len(status.failures())} study stage(s) failed (listed above; every other study "
+                            f"is in {L.cohort('stats')}); `voxtell status {L.root}` shows this summary again.")
 
 
 def train_input(wildcards):

@@ -8,12 +8,11 @@ rule embed_prompts:
     input:
         embed_input,
     output:
-        manifest="results/embed/prompts.json",
+        manifest=L.embed_manifest(),
     params:
         fixed_prompts=FIXED_PROMPTS,
-        findings_files=lambda wildcards: (
-            expand("results/findings/{study}/findings.jsonl", study=study_ids()) if USE_FINDINGS else []
-        ),
+        findings_files=embed_findings_files,
+        max_prompts=config["segment"]["max_prompts_per_study"],
         bank=bank_path,
         encoder=text_encoder_id,
         encoder_path=config["text_encoder"]["path"],

@@ -6,7 +6,7 @@ rule findings_shard:
     input:
         findings_input,
     output:
-        summary="results/findings/shards/{shard}.json",
+        summary=L.shard_summary("findings", "{shard}"),
     params:
         tasks=findings_tasks,
         settings=findings_settings(),

@@ -12,7 +12,7 @@ rule segment_settings:
     input:
         unpack(segment_settings_input),
     output:
-        settings="results/segment/settings.json",
+        settings=L.settings("segment"),
     params:
         settings=segment_run_settings,
     log:
@@ -28,7 +28,7 @@ rule segment_shard:
     input:
         unpack(segment_input),
     output:
-        summary="results/segment/shards/{shard}.json",
+        summary=L.shard_summary("segment", "{shard}"),
     params:
         tasks=segment_tasks,
     log:

@@ -5,9 +5,11 @@
 
 rule stats_settings:
     output:
-        settings="results/stats/settings.json",
+        settings=L.settings("stats"),
     params:
-        settings={"qc": config["stats"]["qc"], "workers": config["stats"]["workers"], "config_hash": CONFIG_HASH},
+        settings={"qc": config["stats"]["qc"], "workers": config["stats"]["workers"], "config_hash": CONFIG_HASH,
+                  "roi_map": config["reference"]["roi_map"], "mtv_threshold_suv": config["stats"]["mtv_threshold_suv"],
+                  "qc_checks": config["stats"].get("qc_checks", {})},
     log:
         "logs/stats/settings.log",
     localrule: True
@@ -21,7 +23,7 @@ rule stats_shard:
     input:
         unpack(stats_input),
     output:
-        summary="results/stats/shards/{shard}.json",
+        summary=L.shard_summary("stats", "{shard}"),
     params:
         tasks=stats_tasks,
     log:
