@@ -185,11 +185,52 @@ def build_bad_cohort(root: str | os.PathLike) -> tuple[Path, list[Case]]:
     add(Case("dicom-missing-folder", "DICOM folder that does not exist", False,
              ("convert", ("does not exist",))), dcm / "does-not-exist")
 
+    # ---- DICOM faults of issue 19 (odd archives)
+    s = _series(dcm / "two-patients" / "a", seed=20, series_description="Planning CT")
+    _series(dcm / "two-patients" / "b", seed=21, study_uid=s.study_uid, series_number=2,
+            series_description="Other CT", patient={"PatientName": "Otherperson^Ann", "PatientID": "OTHER-77"})
+    add(Case("dicom-two-patients", "two patients' CT series in one study folder", False,
+             ("convert", ("2 different patients",))), dcm / "two-patients")
+
+    _series(dcm / "slope-zero", seed=22, tags={"RescaleSlope": "0"})  # stored values written with slope 1
+    add(Case("dicom-slope-zero", "CT with RescaleSlope 0 (HU would all equal the intercept)", False,
+             ("convert", ("rescaleslope is 0",))), dcm / "slope-zero")
+
+    s = _series(dcm / "unreadable-slice", seed=23)
+    data = bytearray(s.files[6].read_bytes())
+    data[200:700] = b"\xff" * 500  # DICM magic kept, header destroyed: not a "missing slice"
+    s.files[6].write_bytes(bytes(data))
+    add(Case("dicom-unreadable-slice", "one slice file that cannot be parsed", False,
+             ("convert", ("cannot be read or parsed",))), dcm / "unreadable-slice")
+
+    s = _series(dcm / "multi-frame-src", seed=24)
+    ds = pydicom.dcmread(s.files[0])
+    frames = [pydicom.dcmread(f).PixelData for f in s.files]
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2.1"  # Enhanced CT
+    ds.NumberOfFrames = len(frames)
+    ds.PixelData = b"".join(frames)
+    (dcm / "multi-frame").mkdir(parents=True)
+    ds.save_as(dcm / "multi-frame" / "enhanced.dcm", enforce_file_format=True)
+    add(Case("dicom-multi-frame", "enhanced multi-frame CT (one file, 12 frames)", False,
+             ("convert", ("multi-frame",))), dcm / "multi-frame")
+
+    s = _series(dcm / "odd-entries", seed=25)
+    os.mkfifo(dcm / "odd-entries" / "pipe.dcm")  # opening it would block forever
+    (dcm / "odd-entries" / "loop").symlink_to(dcm / "odd-entries", target_is_directory=True)
+    add(Case("dicom-fifo-and-link-loop", "good series beside a fifo and a link loop", True, None,
+             notes="converted; the fifo and the loop are skipped with warnings in series.json"), dcm / "odd-entries")
+
+    s = _series(dcm / "series-tie" / "soft", seed=26, series_number=3, series_description="Soft tissue")
+    _series(dcm / "series-tie" / "lung", seed=27, study_uid=s.study_uid, frame_of_reference_uid=s.frame_of_reference_uid,
+            series_number=4, series_description="Lung kernel")
+    add(Case("dicom-series-tie", "two CT series with the same slices and spacing", True, None,
+             notes="series 3 chosen (lower series number), warning names both"), dcm / "series-tie")
+
     # ---- NIfTI faults
     vol = _phantom(9).astype(np.float32)
     vol[10:20, 10:20, 4:8] = np.nan
     _nifti(nii / "nan.nii.gz", vol, affine)
-    add(Case("nifti-nan", "NIfTI with NaN voxels", False, ("segment", ("nan",))), image=nii / "nan.nii.gz")
+    add(Case("nifti-nan", "NIfTI with NaN voxels", False, ("convert", ("nan",))), image=nii / "nan.nii.gz")
 
     _nifti(nii / "four-d.nii.gz", np.stack([_phantom(10)] * 3, axis=-1).astype(np.int16), affine)
     add(Case("nifti-4d", "4-D NIfTI (3 volumes)", False, ("convert", ("3-d", "4-d"))),
@@ -207,7 +248,7 @@ def build_bad_cohort(root: str | os.PathLike) -> tuple[Path, list[Case]]:
 
     _nifti(nii / "constant.nii.gz", np.zeros(SHAPE, np.int16), affine)
     add(Case("nifti-all-zero", "NIfTI whose voxels are all zero (nothing to crop to)", False,
-             ("segment", ("zero",))), image=nii / "constant.nii.gz")
+             ("convert", ("zero",))), image=nii / "constant.nii.gz")
 
     # ---- report faults (images are good: the study is still segmented with the fixed prompts)
     def good_image(name: str, seed: int) -> Path:

@@ -158,3 +158,49 @@ def test_bank_of_wrong_dimension_is_refused(dry_work, tmp_path):
     pred = Predictor.from_model_dir(dry_work / "model", PredictorConfig(device="cpu"), bank=str(path))
     with pytest.raises(EmbeddingBankError, match="dimension 16 but the model expects 384"):
         pred.bank.check_compatible(pred.encoder_id, pred.model.embedding_dim)
+
+
+# ----------------------------------------------------------------------------- convert stage level
+@pytest.fixture(scope="module")
+def bad_cohort(tmp_path_factory):
+    from badcohort import build_bad_cohort
+
+    root = tmp_path_factory.mktemp("battery-inputs")
+    samples, cases = build_bad_cohort(root)
+    rows = [line.split("\t") for line in samples.read_text(encoding="utf-8").splitlines()[1:]]
+    return root, cases, {r[0]: r for r in rows}
+
+
+def test_convert_stage_names_every_bad_image_and_keeps_warnings(bad_cohort):
+    """The battery's images through the convert stage function the workflow runs: every case
+    whose problem convert can see is a failed row naming it, every good one is ok, and an
+    image convert accepts is one the predictor's preprocessing accepts too (one volume rule)."""
+    from voxtell.cohort.stage_convert import run_convert
+    from voxtell.inference.preprocessing import preprocess
+
+    root, cases, rows = bad_cohort
+    problems = []
+    records = {}
+    for case in cases:
+        _, dicom, image, _ = rows[case.study_id]
+        if not (dicom or image):
+            continue
+        record = run_convert(case.study_id, root / "out" / case.study_id, dicom=dicom or None, image=image or None)
+        records[case.study_id] = record
+        text = f"{record['error_class']}: {record['message']}".lower()
+        if case.status and case.status[0] == "convert":
+            if record["status"] != "failed" or not any(w in text for w in case.status[1]):
+                problems.append(f"{case.study_id}: expected a failed row naming {case.status[1]}, got {text}")
+            if "unexpected" in text:
+                problems.append(f"{case.study_id}: untyped error {text}")
+        elif record["status"] != "ok":
+            problems.append(f"{case.study_id}: expected ok, got {text}")
+        else:
+            preprocess(record["details"]["image"] if "details" in record else record["image"], (16, 16, 16))
+    assert not problems, "\n".join(problems)
+    odd = records["dicom-fifo-and-link-loop"]["warnings"]
+    assert any("fifo" in w for w in odd) and any("link loop" in w for w in odd), odd
+    tie = records["dicom-series-tie"]["warnings"]
+    assert any("series tie" in w and "'Soft tissue'" in w and "'Lung kernel'" in w for w in tie), tie
+    message = records["dicom-two-patients"]["message"]
+    assert "Otherperson" not in message and "OTHER-77" not in message

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from voxtell.cli import main
+from voxtell.cohort.stage_convert import run_convert
 from voxtell.errors import InputError
 from voxtell.io.convert import convert_study
 from voxtell.io.dicom_write import write_dicom_series, write_text_sr
@@ -88,11 +89,11 @@ def test_bad_study_typed_error_and_status(case: str, tmp_path: Path) -> None:
     with pytest.raises(error) as info:
         convert_study(tmp_path / "study", out)
     assert isinstance(info.value, InputError)
-    status = json.loads((out / "status.json").read_text())
-    assert status["ok"] is False
-    assert status["error"] == error.__name__
-    assert status["message"] == str(info.value)
     assert not (out / "image.nii.gz").exists() and not (out / "series.json").exists()
+    # the status record is the convert stage's (one status format for every stage)
+    record = run_convert("s", out, dicom=str(tmp_path / "study"))
+    assert record["status"] == "failed" and record["error_class"] == error.__name__
+    assert json.loads((out / "status.json").read_text())["message"] == record["message"] == str(info.value)
 
 
 def test_missing_study_folder(tmp_path: Path) -> None:
@@ -109,7 +110,6 @@ def test_failed_rerun_removes_stale_outputs(tmp_path: Path) -> None:
     with pytest.raises(MissingSlicesError):
         convert_study(tmp_path / "study", out)
     assert not (out / "image.nii.gz").exists()
-    assert json.loads((out / "status.json").read_text())["error"] == "MissingSlicesError"
 
 
 def test_cli_convert_ok_and_bad(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -119,7 +119,7 @@ def test_cli_convert_ok_and_bad(tmp_path: Path, capsys: pytest.CaptureFixture[st
     (tmp_path / "bad").mkdir()
     assert main(["convert", str(tmp_path / "bad"), "-o", str(tmp_path / "out_bad")]) == 1
     status = json.loads((tmp_path / "out_bad" / "status.json").read_text())
-    assert status["error"] == "NoImageSeriesError"
+    assert status["status"] == "failed" and status["error_class"] == "NoImageSeriesError"
     assert "Traceback" not in capsys.readouterr().err
 
 
@@ -189,9 +189,9 @@ def test_real_ct_with_bad_header_value_is_refused_by_name(case: str, tmp_path: P
     out = tmp_path / "out"
     with pytest.raises(error, match=words) as info:
         convert_study(tmp_path / "study", out)
-    status = json.loads((out / "status.json").read_text())
-    assert status["error"] == error.__name__ and status["message"] == str(info.value)
     assert not (out / "image.nii.gz").exists()
+    status = run_convert("s", out, dicom=str(tmp_path / "study"))  # the stage's status record
+    assert status["error_class"] == error.__name__ and status["message"] == str(info.value)
 
 
 def test_real_ct_converts_with_hu_and_uids_from_headers(tmp_path: Path) -> None:

@@ -194,6 +194,9 @@ def test_two_patients_in_one_folder_are_refused_without_naming_them(tmp_path: Pa
     assert "Planning CT" in message and "Other CT" in message
     for needle in ("Otherperson", "OTHER-77", "FAKEPID", "Fakename"):
         assert needle not in message
+    from voxtell.cohort.stage_convert import run_convert
+
+    run_convert("s", tmp_path / "out", dicom=str(tmp_path / "study"))  # the stage's status record
     status = (tmp_path / "out" / "status.json").read_text()
     assert "Otherperson" not in status and "MixedStudyError" in status
 

@@ -39,31 +39,30 @@ POST_DEPLOY_PROVIDES = {"scispacy"}
 #: Distributions a rule's script can reach only through an import inside a function that the
 #: rule never calls, per environment, with the reason. Entries that are no longer reachable
 #: fail the test (keep the list honest).
+_QC = "QC rendering (voxtell.stats.qc_report / qc), reached through voxtell.stats; this stage renders no QC"
+_TEXT = "prompt embedding (voxtell.text encoders); this stage only reads prompt files"
+_CLI = "voxtell.cli registers every command; train/retrain never run this one's code"
 NOT_ON_PATH = {
     "envs/stats.yaml": {
-        "torch": "prompt embedding (voxtell.text encoders); stats and aggregate only read prompt files",
-        "transformers": "prompt embedding (voxtell.text encoders)",
-        "huggingface-hub": "prompt embedding (voxtell.text encoders)",
+        "torch": _TEXT,
+        "transformers": _TEXT,
+        "huggingface-hub": _TEXT,
+        "dcm2niix": "PET conversion (voxtell.io.petct.convert_companion_pet) runs in the convert stage; "
+                    "stats reads the converted pet/image.nii.gz",
     },
-    "envs/convert.yaml": {
-        "matplotlib": "QC rendering (voxtell.stats.qc_report), reached via voxtell.stats; convert writes no QC",
-    },
+    "envs/convert.yaml": {"matplotlib": _QC, "pillow": _QC},
     "envs/findings.yaml": {
-        "matplotlib": "QC rendering (voxtell.stats.qc_report), reached via voxtell.stats",
-        "nibabel": "QC and image statistics (voxtell.stats.qc), reached via voxtell.stats; findings read text",
+        "matplotlib": _QC,
+        "pillow": _QC,
+        "nibabel": "image statistics and QC (voxtell.stats), reached through voxtell.stats; findings read text",
+        "pydicom": "RT reference objects (voxtell.stats.reference), reached through voxtell.stats",
+        "highdicom": "RT reference objects (voxtell.stats.reference), reached through voxtell.stats",
     },
-    "envs/demo.yaml": {
-        "matplotlib": "QC rendering (voxtell.stats.qc_report), reached via voxtell.stats",
-        "torch": "prompt embedding (voxtell.text encoders); the demo writes prompt files only",
-        "transformers": "prompt embedding (voxtell.text encoders)",
-        "huggingface-hub": "prompt embedding (voxtell.text encoders)",
-    },
+    "envs/demo.yaml": {"matplotlib": _QC, "pillow": _QC},
     "envs/torch.yaml": {
-        "matplotlib": "QC report of `voxtell stats` (voxtell.cli registers every command; train/retrain/embed/"
-                      "segment/export never render QC)",
-        "spacy": "report parsing of `voxtell findings`, registered by voxtell.cli",
-        "scispacy": "report parsing of `voxtell findings`, registered by voxtell.cli",
-        "dcm2niix": "DICOM conversion of `voxtell convert`, registered by voxtell.cli",
+        "matplotlib": _QC,
+        "pillow": _QC,
+        "dcm2niix": f"DICOM conversion of `voxtell convert`: {_CLI}",
     },
 }
 NOT_ON_PATH["envs/torch-gpu.yaml"] = NOT_ON_PATH["envs/torch.yaml"]
@@ -124,6 +123,7 @@ def _targets(module: str, names: tuple[str, ...]) -> list[tuple[str, Path]]:
     return [(m, f) for m in found if (f := _module_file(m)) is not None]
 
 
+@lru_cache(maxsize=None)
 def third_party_imports(script: Path) -> tuple[dict[str, str], dict[str, str]]:
     """(module-level, all) third-party top-level modules a script can import, each with the
     chain of project modules that leads to it."""

@@ -133,6 +133,7 @@ def seeded(demo, tmp_path_factory):
     return good_rows, bad_rows
 
 
+@pytest.mark.slow  # runs the demo model on four studies (about 40 s on 2 idle cores)
 def test_seeded_corruptions_are_flagged_and_good_masks_are_not(seeded):
     good_rows, bad_rows = seeded
     good_flags = [merge_flags(r["qc_flags"], c) for r, c in zip(good_rows, cohort_flags(good_rows, CHECKS))]
@@ -158,6 +159,7 @@ def test_seeded_corruptions_are_flagged_and_good_masks_are_not(seeded):
     assert n_good_flagged / len(good_rows) <= 0.05
 
 
+@pytest.mark.slow  # shares the segmented demo cohort with the test above
 def test_every_demo_finding_mask_with_low_dice_is_flagged(demo):
     """The demo model's finding masks (unlearned small lesions): every one with Dice < 0.1
     fails a check that needs no reference mask."""

@@ -110,7 +110,9 @@ def _assert_matches_headers(result, study: Path) -> None:
     chosen = []
     for f in sorted(study.glob("*.dcm")):
         ds = pydicom.dcmread(f, stop_before_pixels=True)
-        if str(ds.get("SeriesInstanceUID", "") or "") == result.series_uid or not result.series_uid:
+        uid = ds.get("SeriesInstanceUID", "") or ""
+        uid = "\\".join(map(str, uid)) if isinstance(uid, (list, pydicom.multival.MultiValue)) else str(uid)
+        if uid.strip() == result.series_uid or not result.series_uid:
             chosen.append(f)
     got = nib.as_closest_canonical(nib.load(result.image_path))
     data = got.get_fdata()

@@ -241,3 +241,36 @@ def test_real_planning_ct_rtstruct_of_reexported_series(tmp_path: Path) -> None:
     dice = 2 * (got & truth).sum() / (got.sum() + truth.sum())
     assert dice >= 0.99, dice
     assert roi.voxel_count == pytest.approx(int(truth.sum()), rel=0.01)  # curated: 117145 voxels, 365.3 mL
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda ds: setattr(ds.ROIContourSequence[0].ContourSequence[0]["ContourData"], "_value", ["abc", "1", "2"]),
+        lambda ds: setattr(ds.StructureSetROISequence[0]["ROINumber"], "_value", "x"),
+        lambda ds: delattr(ds.ROIContourSequence[0], "ReferencedROINumber"),
+        lambda ds: setattr(ds.ROIContourSequence[0].ContourSequence[0], "ContourData", ["1", "2"]),
+        lambda ds: setattr(ds, "StructureSetROISequence", []) or setattr(ds, "ROIContourSequence", []),
+        lambda ds: setattr(ds, "Modality", "SEG"),
+    ],
+    ids=["text-coordinates", "text-roi-number", "no-roi-reference", "not-triples", "no-rois", "wrong-modality"],
+)
+def test_hostile_rtstruct_values_give_typed_errors(tmp_path: Path, mutate) -> None:
+    import pydicom
+
+    affine = np.diag([-1.0, -1.0, 2.0, 1.0])
+    series = write_dicom_series(np.full((8, 8, 12), -1000.0), affine, tmp_path / "s")
+    rs = write_rtstruct(tmp_path / "RS.dcm", series, {"GTV": [_contour(affine, 3, 1.5, 4.5, 1.5, 4.5)]})
+    ds = pydicom.dcmread(rs)
+    with pydicom.config.disable_value_validation():  # write the hostile value as a broken exporter would
+        mutate(ds)
+        ds.save_as(rs)
+    with pytest.raises(RTStructError):
+        rasterise_rtstruct(rs, convert_study(tmp_path / "s", tmp_path / "conv").image_path, tmp_path / "rois")
+
+
+def test_non_finite_contour_is_skipped_with_a_warning() -> None:
+    affine = np.eye(4)
+    bad = np.array([[0.0, 0.0, 0.0], [np.nan, 1.0, 0.0], [1.0, 1.0, 0.0]])
+    mask, warnings = rasterise_contours([bad], affine, (4, 4, 2))
+    assert not mask.any() and "non-finite" in warnings[0]

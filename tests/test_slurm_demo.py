@@ -30,7 +30,7 @@ N_STUDIES = 3
 # Rule -> (cpus, MB): what this node can give (2 CPUs). Every rule that becomes a job is listed.
 NODE_FIT = {
     "demo_cohort": (1, 1500),
-    "convert_study": (1, 1500),
+    "convert_shard": (1, 1500),
     "findings_shard": (1, 2500),
     "embed_prompts": (2, 3000),
     "segment_shard": (2, 3000),
@@ -59,11 +59,7 @@ def _overrides() -> list[str]:
     for rule, (cpus, mem) in NODE_FIT.items():
         res += [f"{rule}:cpus_per_task={cpus}", f"{rule}:mem_mb={mem}", f"{rule}:runtime=20"]
     res += ["segment_shard:gpu=0"]
-    # The profile groups 50 convert jobs per sbatch; Snakemake sums the CPUs of a group's
-    # parallel jobs, so 3 converts would ask for 3 CPUs and pend forever (PartitionConfig)
-    # on this 2-CPU node: 2 per group here.
-    return ["--set-resources", *res, "--group-components", "convert=2",
-            "--max-status-checks-per-second", "10", "--jobs", "4"]
+    return ["--set-resources", *res, "--max-status-checks-per-second", "10", "--jobs", "4"]
 
 
 def _table(work: Path):
@@ -91,12 +87,12 @@ def test_demo_cohort_on_slurm_equals_local_run(slurm_cluster, tmp_path):
     print(f"\nSLURM demo: {len(ids)} sbatch jobs for {N_STUDIES} studies; cluster start {slurm_cluster.startup_s:.1f} s")
     rows = sacct(env, ids, ["JobIDRaw", "State", "AllocCPUS", "ReqMem"])
     assert len(rows) == len(ids) and {r["State"] for r in rows} == {"COMPLETED"}, rows
-    # demo + grouped converts + findings/segment/stats per shard + embed + aggregate; the two
-    # settings rules are local.
-    assert 6 <= len(ids) <= 4 + 3 * 2 + N_STUDIES, ids
+    # demo + convert/findings/segment/stats per shard (one shard) + embed + aggregate; the two
+    # settings rules are local: the job count does not grow with the studies.
+    assert len(ids) == 7, ids
     slurm_logs = work / ".snakemake/slurm_logs"
     logs = {p.relative_to(slurm_logs).parts[0] for p in slurm_logs.rglob("*.log")}
-    for rule in ("rule_segment_shard", "rule_embed_prompts", "rule_aggregate_cohort"):
+    for rule in ("rule_convert_shard", "rule_segment_shard", "rule_embed_prompts", "rule_aggregate_cohort"):
         assert rule in logs, logs
 
     a, b = _table(local), _table(work)

@@ -23,6 +23,7 @@ import voxtell
 from voxtell.cohort import shard_of
 from voxtell.cohort.stage_aggregate import FINDINGS_ROW
 from voxtell.prompts import prompt_id
+from voxtell.reports.findings import gets_mask
 
 from test_workflow_support import demo_config, make_random_model, planned_jobs, snakemake, write_config
 
@@ -43,7 +44,7 @@ def _prompts_of(work: Path, study: str) -> set[str]:
     prompts = {prompt_id("liver"), prompt_id("left kidney")}
     for line in (work / "results" / "findings" / study / "findings.jsonl").read_text().splitlines():
         f = json.loads(line)
-        if not f["negated"] and f["duplicate_of"] is None:
+        if gets_mask(f)[0]:
             prompts.add(prompt_id(f["prompt"]))
     return prompts
 
@@ -56,6 +57,16 @@ def test_cohort_table_values(cohort):
         assert set(rows.prompt_id) == _prompts_of(work, study)  # fixed prompts + affirmed findings
     assert (stats.model_sha256 == sha).all() and (stats.pipeline_version == voxtell.__version__).all()
     assert set(stats.source) == {"config", "finding"}
+    # a finding's fields come through the manifest (contract C3), equal to findings.jsonl's
+    manifest = json.loads((work / "results" / "segment" / "demo001" / "manifest.json").read_text())
+    entries = {p["finding_id"]: p for p in manifest["prompts"] if p["source"] == "finding"}
+    records = {json.loads(x)["finding_id"]: json.loads(x)
+               for x in (work / "results" / "findings" / "demo001" / "findings.jsonl").read_text().splitlines()}
+    assert entries and all(p["finding"]["sentence"] == records[fid]["sentence"] for fid, p in entries.items())
+    assert all(e["finding"] is None for e in manifest["prompts"] if e["source"] == "config")
+    rows = stats[(stats.study_id == "demo001") & (stats.source == "finding")]
+    assert set(rows.finding_id) == set(entries)
+    assert all(r.sentence == records[r.finding_id]["sentence"] for r in rows.itertuples())
 
     # volumes recomputed from the published masks and the image grid
     for row in stats.sample(4, random_state=0).itertuples():
@@ -91,6 +102,7 @@ def test_provenance_recorded(cohort):
     assert "data:image/png;base64," in html
     status = pd.read_parquet(work / "results" / "cohort" / "status.parquet")
     assert (status.status == "ok").all() and set(status.stage) == {"convert", "findings", "segment", "stats"}
+    assert "warnings" in status.columns and all(isinstance(list(w), list) for w in status.warnings)
 
 
 def test_rerun_with_nothing_new_does_nothing(cohort):
@@ -102,12 +114,12 @@ def test_prompt_set_or_model_change_resegments_every_shard(cohort, tmp_path):
     work, _ = cohort
     jobs = planned_jobs(work, "--config", "prompts={'fixed': ['liver', 'left kidney', 'spleen']}")
     assert jobs["segment_shard"] == N_SHARDS and jobs["stats_shard"] == N_SHARDS
-    assert "convert_study" not in jobs and "findings_shard" not in jobs
+    assert "convert_shard" not in jobs and "findings_shard" not in jobs
     other = work / "model-v2"
     make_random_model(other, seed=1)
     jobs = planned_jobs(work, "--config", f"model={{'dir': '{other}'}}")
     assert jobs["segment_settings"] == 1 and jobs["segment_shard"] == N_SHARDS
-    assert "convert_study" not in jobs and "embed_prompts" not in jobs
+    assert "convert_shard" not in jobs and "embed_prompts" not in jobs
     shutil.rmtree(other)
 
 
@@ -122,9 +134,12 @@ def test_new_and_broken_studies_run_alone_and_do_not_stop_the_cohort(cohort):
         fh.write("bad01\tdicom/bad01\treports/bad01.txt\t\n")
     touched = {f"{shard_of(s, N_SHARDS):03d}" for s in ("new01", "bad01")}
     jobs = planned_jobs(work)
-    assert jobs["convert_study"] == 2 and jobs["segment_shard"] == len(touched)
+    assert jobs["convert_shard"] == jobs["segment_shard"] == len(touched)  # jobs per shard, not per study
 
-    snakemake(work, "--cores", "2")
+    run = snakemake(work, "--cores", "2", check=False)
+    text = run.stdout + run.stderr
+    # the run finishes every job and the cohort table, then fails because a study failed
+    assert run.returncode == 1 and "studies per stage" in text and "bad01, convert:" in text, text[-4000:]
     processed = set()
     for shard in range(N_SHARDS):
         summary = json.loads((work / "results" / "segment" / "shards" / f"{shard:03d}.json").read_text())
@@ -139,3 +154,21 @@ def test_new_and_broken_studies_run_alone_and_do_not_stop_the_cohort(cohort):
     stats = pd.read_parquet(work / "results" / "cohort" / "stats.parquet")
     assert sorted(stats.study_id.unique()) == ["demo001", "demo002", "demo003", "new01"]
     assert planned_jobs(work) == {}
+
+
+def test_deleted_or_edited_mask_is_redone_next_run(cohort):
+    """A done marker vouches for the files it names: a mask deleted (or changed) after a run
+    makes the next run segment that study again, and only that study."""
+    work, _ = cohort
+    masks = sorted((work / "results" / "segment" / "demo002").glob("*.nii.gz"))
+    masks[0].unlink()
+    jobs = planned_jobs(work)
+    assert jobs.get("segment_shard") == 1 and jobs.get("stats_shard") == 1 and "convert_shard" not in jobs
+    run = snakemake(work, "--cores", "2", check=False)
+    assert masks[0].is_file()
+    shard = f"{shard_of('demo002', N_SHARDS):03d}"
+    summary = json.loads((work / "results" / "segment" / "shards" / f"{shard}.json").read_text())
+    assert {s for s, r in summary["studies"].items() if not r["reused"]} == {"demo002"}
+    stats = pd.read_parquet(work / "results" / "cohort" / "stats.parquet")
+    assert masks[0].name.removesuffix(".nii.gz") in set(stats[stats.study_id == "demo002"].prompt_id)
+    assert run.returncode in (0, 1)  # 1 when an earlier test left a failed study in the table

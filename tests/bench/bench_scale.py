@@ -1,13 +1,14 @@
 """Benchmark: how the workflow's DAG scales with the cohort (dry run only).
 
-Run: .venv/bin/python tests/bench/bench_scale.py [--studies 1000 10000] [--shard-size 100]
+Run: .venv/bin/python tests/bench/bench_scale.py [--studies 10000 100000] [--shard-size 200]
 
 For each size, a synthetic samples table (DICOM folders and reports that do not exist: the
 workflow turns missing inputs into status rows at run time, so a dry run needs none) and a
 real-config cohort in a scratch folder; then `snakemake --dry-run` under `/usr/bin/time -v`.
 Reported: wall time of the dry run (DAG build, including Python start-up and config/samples
 validation), jobs planned (from Snakemake's job table) and peak RSS of the Snakemake
-process. Goal (issue 10): linear growth, < 60 s and < 2 GB at 10,000 studies.
+process. Goal (issue 24): < 60 s and < 2 GB at 100,000 studies on 2 cores. Every stage runs one
+job per shard (convert included), so the job count follows the shards, not the studies.
 
 The shard count follows the cohort (studies / --shard-size), as a user would set
 `segment.n_shards` for a big cohort; the model is a random tiny preset (real model folder,
@@ -69,8 +70,8 @@ def dry_run(work: Path) -> dict[str, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--studies", type=int, nargs="+", default=[1000, 10000])
-    ap.add_argument("--shard-size", type=int, default=100)
+    ap.add_argument("--studies", type=int, nargs="+", default=[10000, 100000])
+    ap.add_argument("--shard-size", type=int, default=200)
     args = ap.parse_args()
     print(f"machine: {platform.node()} {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}; python {platform.python_version()}")
     with tempfile.TemporaryDirectory(prefix="bench_scale_") as tmp:

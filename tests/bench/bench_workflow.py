@@ -55,7 +55,7 @@ def bench_dry_run(n_studies: int, n_shards: int) -> None:
         jobs = planned_jobs(work)
         dt = time.perf_counter() - t0
     print(f"dry run: {n_studies} studies, {n_shards} shards -> {sum(jobs.values())} jobs in {dt:.1f} s "
-          f"({jobs.get('convert_study', 0)} convert, {jobs.get('segment_shard', 0)} segment)  goal < 60 s")
+          f"({jobs.get('convert_shard', 0)} convert, {jobs.get('segment_shard', 0)} segment)  goal < 60 s")
 
 
 def _import_seconds(modules: str) -> float:

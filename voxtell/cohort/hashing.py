@@ -23,7 +23,8 @@ def canonical_json(value: Any) -> str:
 
 def stable_hash(value: Any, length: int = 16) -> str:
     """Hex sha256 of the canonical JSON of ``value``, cut to ``length`` characters."""
-    return hashlib.sha256(canonical_json(value).encode("utf-8")).hexdigest()[:length]
+    # surrogateescape: a path with undecodable bytes hashes as its bytes instead of raising
+    return hashlib.sha256(canonical_json(value).encode("utf-8", "surrogateescape")).hexdigest()[:length]
 
 
 def config_hash(config: Any, length: int = 16) -> str:

@@ -67,7 +67,7 @@ def run_convert(
             from voxtell.io.selection import SelectionPolicy
 
             policy = SelectionPolicy(modalities=tuple(modalities), min_slices=min_slices)
-            res = convert_study(dicom, out, policy, pet_suv=pet_suv, write_status=False)
+            res = convert_study(dicom, out, policy, pet_suv=pet_suv)
             extra, extra_warnings = {}, []
             if dicom_export:  # the UIDs a DICOM SEG/RTSTRUCT of this study must reference
                 from voxtell.io.dicom_ref import DicomReferenceError, write_dicom_reference

@@ -12,7 +12,6 @@ import os
 from pathlib import Path
 
 from voxtell.cohort import status as st
-from voxtell.errors import VoxTellError
 
 log = logging.getLogger(__name__)
 
@@ -35,11 +34,11 @@ def run_export_dicom(study_id: str, segment_dir: str | os.PathLike, dicom: str |
     else:
         try:
             result = export_study(seg_dir, dicom, out)
-        except VoxTellError as exc:
-            record = st.failed(study_id, STAGE, exc)
+        except Exception as exc:  # the stage boundary: a study's error is its row (job errors re-raise)
+            record = st.study_error(study_id, STAGE, exc)
         else:
-            record = st.ok(study_id, STAGE, seg=str(result.seg_path), rtstruct=str(result.rtstruct_path),
-                           n_segments=result.n_segments, n_contours=result.n_contours, warnings=list(result.warnings))
+            record = st.ok(study_id, STAGE, warnings=result.warnings, seg=str(result.seg_path),
+                           rtstruct=str(result.rtstruct_path), n_segments=result.n_segments, n_contours=result.n_contours)
     if not st.is_ok(record):
         for name in ("seg.dcm", "rtstruct.dcm", "export.json"):
             (out / name).unlink(missing_ok=True)

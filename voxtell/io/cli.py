@@ -13,7 +13,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "convert",
         help="DICOM study folder -> image.nii.gz + series.json",
         description="Choose one image series in a DICOM study and convert it with dcm2niix. "
-        "Always writes OUT_DIR/status.json; exit code 1 on a bad study.",
+        "Always writes OUT_DIR/status.json (the workflow's status record, with warnings); exit code 1 on a bad study.",
     )
     p.add_argument("study_dir", metavar="STUDY_DIR", help="folder with the study's DICOM files (searched recursively)")
     p.add_argument("-o", "--out", required=True, metavar="OUT_DIR", help="output folder")
@@ -57,18 +57,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _convert(args: argparse.Namespace) -> int:
+    """The workflow's convert stage for one study (one status format, one code path)."""
+    from pathlib import Path
+
+    from voxtell.cohort.stage_convert import run_convert
     from voxtell.errors import ConfigError
-    from voxtell.io.convert import convert_study
     from voxtell.io.selection import SelectionPolicy
 
     try:
-        policy = SelectionPolicy(modalities=tuple(args.modality), min_slices=args.min_slices)
+        SelectionPolicy(modalities=tuple(args.modality), min_slices=args.min_slices)
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
-    result = convert_study(args.study_dir, args.out, policy=policy, pet_suv=args.suv)
-    print(f"{result.image_path}\t{result.modality}\t{'x'.join(map(str, result.shape))}\t{result.orientation}")
-    for warning in result.warnings:
+    record = run_convert(Path(args.study_dir).name or "study", args.out, dicom=args.study_dir,
+                         modalities=tuple(args.modality), min_slices=args.min_slices, pet_suv=args.suv)
+    for warning in record["warnings"]:
         log.warning("%s", warning)
+    if record["status"] != "ok":
+        log.error("%s: %s", record["error_class"], record["message"])
+        return 1
+    d = record["details"]
+    print(f"{d['image']}\t{d['modality']}\t{'x'.join(map(str, d['shape']))}\t{d['orientation']}")
     return 0
 
 

@@ -28,8 +28,8 @@ import numpy as np
 
 from voxtell.errors import VoxTellError
 from voxtell.io.atomic import write_json_atomic
-from voxtell.io.dicom_index import SeriesGeometry, check_study, index_study, orientation_code
-from voxtell.io.errors import ConversionError, ImplausibleValuesError
+from voxtell.io.dicom_index import Instance, SeriesGeometry, check_study, index_study, orientation_code
+from voxtell.io.errors import ConversionError, HeaderValueError, ImplausibleValuesError
 from voxtell.io.selection import Selection, SelectionPolicy, select_series
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,6 @@ log = logging.getLogger(__name__)
 SERIES_JSON_VERSION = 2  # 2: warnings carry index/selection/value checks; study and frame UIDs
 IMAGE_NAME = "image.nii.gz"
 SERIES_NAME = "series.json"
-STATUS_NAME = "status.json"
 
 #: dcm2niix sidecar fields that describe the acquisition and never the patient. Anything
 #: else (institution, station, device serial, dates, names, IDs) is dropped.
@@ -130,15 +129,13 @@ def convert_study(
     out_dir: str | os.PathLike,
     policy: SelectionPolicy = SelectionPolicy(),
     pet_suv: bool = False,
-    *,
-    write_status: bool = True,
 ) -> ConversionResult:
     """Convert the series that ``policy`` chooses in ``study_dir`` into ``out_dir``.
 
-    Writes ``image.nii.gz`` (CT in HU; PET in Bq/ml, or body-weight SUV when ``pet_suv``),
-    ``series.json`` and ``status.json``, all atomically. On a bad study it removes stale
-    outputs, writes ``status.json`` with the error class and message, and re-raises the
-    typed ``DicomError``.
+    Writes ``image.nii.gz`` (CT in HU; PET in Bq/ml, or body-weight SUV when ``pet_suv``) and
+    ``series.json``, both atomically. On a bad study it removes stale outputs and re-raises
+    the typed ``DicomError``. The study's status record (with ``warnings``) is the convert
+    stage's: ``voxtell.cohort.stage_convert.run_convert``, which ``voxtell convert`` uses too.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -146,20 +143,11 @@ def convert_study(
         shutil.rmtree(stale, ignore_errors=True)
     try:
         result = _convert(Path(study_dir), out, policy, pet_suv)
-    except VoxTellError as exc:
+    except VoxTellError:
         for name in (IMAGE_NAME, SERIES_NAME):
             (out / name).unlink(missing_ok=True)
-        if write_status:
-            write_json_atomic(out / STATUS_NAME, status_record(exc))
         raise
-    if write_status:
-        write_json_atomic(out / STATUS_NAME, {"stage": "convert", "ok": True, "error": None, "message": None})
     return result
-
-
-def status_record(exc: BaseException) -> dict[str, Any]:
-    """The status.json content for a failed conversion."""
-    return {"stage": "convert", "ok": False, "error": type(exc).__name__, "message": str(exc)}
 
 
 def _convert(study_dir: Path, out: Path, policy: SelectionPolicy, pet_suv: bool) -> ConversionResult:
@@ -201,7 +189,7 @@ def _convert(study_dir: Path, out: Path, policy: SelectionPolicy, pet_suv: bool)
                 warnings.append(f"--suv ignored: chosen series is {chosen.modality}, not PT")
             os.replace(nifti, image_path)  # same file system: atomic
         img_header = _read_header(image_path)
-        warnings += _check_values(image_path, chosen.modality, bool(suv))
+        warnings += _check_values(image_path, chosen.modality, bool(suv), geom.instances[0])
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     shape = tuple(int(v) for v in img_header.shape)
@@ -240,7 +228,7 @@ def _convert(study_dir: Path, out: Path, policy: SelectionPolicy, pet_suv: bool)
     )
 
 
-def _check_values(image_path: Path, modality: str, is_suv: bool) -> list[str]:
+def _check_values(image_path: Path, modality: str, is_suv: bool, first: Instance) -> list[str]:
     """The shared volume check on the written image, then the modality's value plausibility.
 
     Raises a ``VolumeError`` (not a usable volume: the segment stage would refuse it too) or
@@ -251,6 +239,7 @@ def _check_values(image_path: Path, modality: str, is_suv: bool) -> list[str]:
 
     img = open_image(image_path, "converted image", ConversionError)
     facts, raw, slope, inter = read_checked(img, "converted image", error=ConversionError)
+    _check_bits_stored(raw, slope, inter, *facts.value_range, first)  # type: ignore[misc]
     if modality == "PT" and is_suv:
         from voxtell.io.suv import suv_range_warnings
 
@@ -275,6 +264,28 @@ def _check_values(image_path: Path, modality: str, is_suv: bool) -> list[str]:
             "can do this, a lost RescaleIntercept too: check the HU values"
         ]
     return []
+
+
+def _check_bits_stored(raw: np.ndarray, slope: float, inter: float, lo: float, hi: float, first: Instance) -> None:
+    """Refuse stored values that BitsStored cannot hold: the header and the pixels disagree.
+
+    dcm2niix uses every bit of the container while DICOM readers that follow the standard
+    mask to BitsStored, so such a series gives different HU in different tools. Checked when
+    the image keeps the stored integers (its scaling equals the DICOM rescale).
+    """
+    bits, signed = first.bits_stored, first.pixel_signed
+    if raw.dtype.kind not in "iu" or not bits or signed is None or bits >= 32:
+        return
+    if abs(slope - (first.rescale_slope or 1.0)) > 1e-6 or abs(inter - (first.rescale_intercept or 0.0)) > 1e-3:
+        return
+    stored_lo, stored_hi = sorted(((lo - inter) / slope, (hi - inter) / slope))
+    low, high = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
+    if stored_lo < low - 0.5 or stored_hi > high + 0.5:
+        raise HeaderValueError(
+            f"stored pixel values run from {stored_lo:.0f} to {stored_hi:.0f}, beyond what BitsStored {bits} "
+            f"({'signed' if signed else 'unsigned'}) allows [{low}, {high}]; the header and the pixel data disagree "
+            "(tools would read different values): fix BitsStored/PixelRepresentation in the export"
+        )
 
 
 def _units(modality: str, sidecar: dict[str, Any], suv: Any) -> str:
@@ -327,7 +338,10 @@ def _choose_output(dst: Path, geom: SeriesGeometry) -> tuple[Path, str, list[str
         tags = _variant_tags(p)
         if any(t.startswith(r) for t in tags for r in _REJECTED_TAGS):
             continue
-        shape = nib.load(str(p)).shape
+        try:
+            shape = nib.load(str(p)).shape
+        except Exception as exc:  # dcm2niix wrote something nibabel cannot read
+            raise ConversionError(f"dcm2niix wrote {p.name}, which cannot be read ({type(exc).__name__}: {exc})") from exc
         if len(shape) != 3 or shape[2] < 2:
             continue
         usable.append((p, tags))

@@ -111,6 +111,8 @@ class Instance:
     rescale_slope: float | None = None
     rescale_intercept: float | None = None
     problems: tuple[str, ...] = ()
+    bits_stored: int | None = None
+    pixel_signed: bool | None = None
 
 
 @dataclass
@@ -445,8 +447,9 @@ class _Fields:
             if required:
                 self.problems.append(f"{keyword} is missing")
             return None
-        if isinstance(value, bytes):
-            value = value.decode("ascii", "replace")
+        if isinstance(value, bytes):  # stored with a binary VR (OB, UN) where a number belongs
+            self.problems.append(f"{keyword} is stored as bytes {_short(value)} (wrong VR), not as a number")
+            return None
         items = value.split("\\") if isinstance(value, str) else (
             list(value) if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue" else [value])
         out = []
@@ -545,14 +548,17 @@ def _instance_from_dataset(path: Path, ds, patient: str | None = None) -> tuple[
         rescale_slope=slope,
         rescale_intercept=intercept,
         problems=tuple(dict.fromkeys(f.problems)),
+        bits_stored=f.integer("BitsStored"),
+        pixel_signed={0: False, 1: True}.get(f.integer("PixelRepresentation")),  # type: ignore[arg-type]
     )
 
 
 def _check_pixel_layout(f: _Fields, ds: Any, path: Path, rows: int | None, columns: int | None, frames: int) -> None:
     """Pixel module values that decide how bytes become numbers, and the data length they imply."""
+    # All type 1 in the Image Pixel module: without them the bytes have no meaning.
     bits = f.integer("BitsAllocated", required=True)
-    stored = f.integer("BitsStored")
-    samples = f.integer("SamplesPerPixel") or 1
+    stored = f.integer("BitsStored", required=True)
+    samples = f.integer("SamplesPerPixel", required=True) or 1
     representation = f.integer("PixelRepresentation", required="PixelData" in ds)
     if bits is not None and bits not in (8, 16, 32, 64):
         f.problems.append(f"BitsAllocated is {bits} (8, 16, 32 or 64 expected)")
@@ -564,7 +570,9 @@ def _check_pixel_layout(f: _Fields, ds: Any, path: Path, rows: int | None, colum
     if samples != 1:
         f.problems.append(f"SamplesPerPixel is {samples}: a colour image is not a grey-value volume")
     photometric = f.text("PhotometricInterpretation").upper()
-    if photometric and photometric not in ("MONOCHROME1", "MONOCHROME2"):
+    if not photometric:
+        f.problems.append("PhotometricInterpretation is missing")
+    elif photometric not in ("MONOCHROME1", "MONOCHROME2"):
         f.problems.append(f"PhotometricInterpretation is {photometric}: not a grey-value image")
     syntax = ""
     with contextlib.suppress(Exception):
@@ -696,9 +704,10 @@ def check_study(index: StudyIndex) -> None:
     check_readable(index)
     patients = {k: v for k, v in index.patients.items() if k is not None}
     if len(patients) > 1:
+        labels_of = {i.path: s.label for s in index.series for i in s.instances}
         parts = []
         for n, insts in enumerate(sorted(patients.values(), key=lambda v: -len(v)), 1):
-            labels = sorted({_label_of(index, i) for i in insts})
+            labels = sorted({labels_of.get(i.path, f"{i.modality} object") for i in insts})
             parts.append(f"patient {n}: {len(insts)} file(s) ({', '.join(labels[:3])}{', ...' if len(labels) > 3 else ''})")
         raise MixedStudyError(
             f"the study folder holds DICOM objects of {len(patients)} different patients (by PatientID/PatientName): "
@@ -724,13 +733,6 @@ def _rel(index: StudyIndex, path: Path) -> str:
         return str(path.relative_to(index.study_dir))
     except ValueError:
         return path.name
-
-
-def _label_of(index: StudyIndex, inst: Instance) -> str:
-    for series in index.series:
-        if inst in series.instances:
-            return series.label
-    return f"{inst.modality} object"
 
 
 def series_geometry(series: Series, rel_tol: float = 0.01) -> SeriesGeometry:

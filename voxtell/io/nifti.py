@@ -63,15 +63,16 @@ def check_claimed_size(img, what: str = "image", error: type[VoxTellError] = Nif
     """
     import numpy as np
 
+    holder = getattr(img, "file_map", {}).get("image")
+    fname = getattr(holder, "filename", None)
+    if not fname or not os.path.isfile(fname):
+        return  # in memory, or a format that keeps its data elsewhere
     try:
         shape = tuple(int(s) for s in img.shape)
         itemsize = np.dtype(img.get_data_dtype()).itemsize
         offset = int(getattr(img.dataobj, "offset", 0) or 0)
-        fname = img.file_map["image"].filename
     except Exception as exc:  # a header nibabel loaded but cannot describe
         raise error(f"{what} header is malformed ({type(exc).__name__}: {exc}); regenerate the file") from exc
-    if not fname or not os.path.isfile(fname):
-        return
     if any(s < 0 for s in shape):
         raise error(f"{what} {fname} claims a negative size {shape}; the header is damaged, regenerate the file")
     claimed = offset + itemsize * int(np.prod(np.asarray(shape, dtype=np.float64)))

@@ -76,8 +76,7 @@ def convert_companion_pet(dicom_dir: str | os.PathLike, convert_dir: str | os.Pa
                 except OSError:
                     shutil.copy2(inst.path, target)
         try:
-            res = convert_study(scratch, out, SelectionPolicy(modalities=("PT",), min_slices=2), pet_suv=True,
-                                write_status=False)
+            res = convert_study(scratch, out, SelectionPolicy(modalities=("PT",), min_slices=2), pet_suv=True)
         except DicomError as exc:
             shutil.rmtree(out, ignore_errors=True)
             return PetCompanion(None, None, (f"PET series not used for SUV statistics: {type(exc).__name__}: {exc}",))

@@ -94,6 +94,17 @@ def read_rtstruct(path: str | os.PathLike) -> StructureSet:
         raise RTStructError(f"cannot read RTSTRUCT {p.name}: {exc}; check the path or re-export it") from exc
     if str(ds.get("Modality", "")).upper() != "RTSTRUCT":
         raise RTStructError(f"{p.name} is a {ds.get('Modality', 'non-RT')} object, not an RTSTRUCT")
+    try:
+        return _structure_set(ds, p)
+    except RTStructError:
+        raise
+    except Exception as exc:  # a malformed value (text where a number belongs, a missing number, wrong VR)
+        raise RTStructError(
+            f"RTSTRUCT {p.name} has a malformed value ({type(exc).__name__}: {exc}); re-export it from the planning system"
+        ) from exc
+
+
+def _structure_set(ds: Any, p: Path) -> StructureSet:
     names = {int(r.ROINumber): str(r.get("ROIName", f"roi_{r.ROINumber}")) for r in ds.get("StructureSetROISequence", [])}
     rois: dict[int, Roi] = {num: Roi(num, name) for num, name in names.items()}
     for rc in ds.get("ROIContourSequence", []):
@@ -191,6 +202,9 @@ def rasterise_contours(
     by_plane: dict[tuple[int, int], list[np.ndarray]] = defaultdict(list)
     for n, pts in enumerate(contours_lps):
         pts = np.asarray(pts, dtype=float).reshape(-1, 3)
+        if not np.isfinite(pts).all():
+            warnings.append(f"contour {n} has non-finite coordinates (NaN or infinity); skipped")
+            continue
         if len(pts) < 3:
             warnings.append(f"contour {n}: {len(pts)} point(s), not a polygon; skipped")
             continue

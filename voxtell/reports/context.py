@@ -41,7 +41,7 @@ _SEEN = (
     r"enlarged|pathologically enlarged|enlarged by size criteria|significantly enlarged|dilated|thickened|"
     r"involved|invaded|infiltrated|displaced)"
 )
-_GENERIC = r"(?:findings?|evidence|signs?|features?|appearances?|changes?|abnormalit(?:y|ies)|lesions?)"
+_GENERIC = r"(?:findings?|evidence|signs?|features?|appearances?|abnormalit(?:y|ies)|lesions?)"
 _QUALIFIER = (
     r"(?:compatible with|consistent with|suggestive of|suspicious (?:for|of)|indicative of|diagnostic of|"
     r"typical (?:of|for)|characteristic of|in keeping with|concerning for|to suggest|of)"
@@ -56,14 +56,14 @@ TRIGGERS: tuple[tuple[str, str, str], ...] = (
     (r"not only|no doubt|no further change|unchanged|gram negative|not well (?:seen|visualized|defined|circumscribed)|not clearly separable|no longer than|cannot be separated|not be separated", PSEUDO, PRE),
     # ---- uncertainty (asserted present, flagged uncertain)
     (r"can ?not be (?:excluded|ruled out)|could not be (?:excluded|ruled out)|(?:is |are )?not (?:be )?excluded|cannot be entirely excluded|can't be excluded|cannot be completely excluded", UNCERTAIN, POST),
-    (r"can ?not (?:exclude|rule out)|could not exclude|not excluding|differential|rule out|r/o", UNCERTAIN, PRE),
+    (r"can ?not (?:exclude|rule out)|could not exclude|not excluding|differential", UNCERTAIN, PRE),
     (r"suspicious (?:for|of)|suspicious|concerning (?:for|of)|worrisome (?:for|of)|suggestive of|suggesting|suggests|suspected|suspect|suspicion of"
      r"|possible|possibly|probable|probably|likely|questionable|question of|equivocal|indeterminate|presumed|presumably"
      r"|may (?:represent|reflect|be|indicate)|might (?:represent|be)|could (?:represent|reflect|be)|favou?r|favou?red|versus|vs"
      r"|concerning|worrisome", UNCERTAIN, PRE),
     (r"(?:is |are |appears? |remains? )?(?:suspected|possible|likely|probable|indeterminate|equivocal|suspicious|uncertain|questionable|not excluded)", UNCERTAIN, POST),
     # ---- hypothetical: named but not asserted ("if", "should ... develop", "to evaluate for")
-    (r"if(?: there (?:is|are|be))?|in case of|in the event of|should there be|evaluate for|evaluation for|assess for|assessment for|to evaluate|to assess|screening for|return if", HYPOTHETICAL, PRE),
+    (r"if(?: there (?:is|are|be))?|in case of|in the event of|should there be|evaluate for|evaluation for|assess for|assessment for|to evaluate|to assess|screening for|return if|(?:to )?rule out|r/o|to exclude", HYPOTHETICAL, PRE),
     # ---- resolution
     (r"no longer " + _SEEN + r"|has resolved|have resolved|(?:is|are) resolved|resolved|has disappeared|have disappeared|disappeared|(?:has|have) regressed completely", RESOLVED, POST),
     (r"(?:interval |complete |near[- ]complete )?resolution of|no longer|resolved|disappearance of", RESOLVED, PRE),
@@ -74,11 +74,11 @@ TRIGGERS: tuple[tuple[str, str, str], ...] = (
     (r"(?:is |are |appears? |appear |remains? |was |were )?(?:unremarkable|normal|within normal limits|normal in (?:size|appearance|caliber|calibre|course)|of normal (?:size|caliber|calibre|appearance)|clear|intact|patent|preserved|symmetric|symmetrical)", NORMAL, POST),
     (r"normal(?:-| )(?:sized?|caliber|calibre|appearing)|normal|non-?enlarged|unremarkable|physiologic|physiological", NORMAL, PRE),
     # ---- negation
-    (_BE + r"(?:not|no longer) " + _SEEN + r"|(?:is |are |was |were )?absent|(?:is |are |was |were )?negative|(?:has |have )?(?:been )?ruled out|(?:is |are |was |were )?excluded|(?:is |are |was |were )?not present", NEGATED, POST),
+    (r"(?:(?:is|are|was|were|has|have|had|could|can) )?(?:not|no longer) (?:been |be )?" + _SEEN + r"|(?:is |are |was |were )?absent|(?:is |are |was |were )?negative(?! for)|(?:has |have )?(?:been )?ruled out|(?:is |are |was |were )?excluded|(?:is |are |was |were )?not present", NEGATED, POST),
     (r"no (?:other |further |additional |new |residual |definite |convincing |obvious |significant |\w+ )?" + _GENERIC + r" " + _QUALIFIER, NEGATED, PRE),
     (r"(?:not|nor|neither) (?:\w+ )?" + _QUALIFIER.replace("|of)", ")"), NEGATED, PRE),
     (r"no (?:pathologically |morphologically )?(?:enlarged|abnormal|suspicious|significant|pathological|pathologic)|no (?:other |further |additional |new )?(?:definite |convincing )?(?:evidence of|signs? of)", NEGATED, PRE),
-    (r"there (?:is|are|was|were) no|no|not|without|negative for|absence of|absent|free of|ruled out|rules out|excludes|denies|neither|nor|none|no evidence of|no sign of|no signs of|no definite|no new|no residual|no recurrent|no suspicious|no focal|no abnormal|no pathologic|no pathological|no enlarged|lack of|lacks", NEGATED, PRE),
+    (r"there (?:is|are|was|were) no|no|not|without|negative for|absence of|absent|free of|ruled out|rules out|excludes|denies|denied|deny|denying|no known|-ve for|neither|nor|none|no evidence of|no sign of|no signs of|no definite|no new|no residual|no recurrent|no suspicious|no focal|no abnormal|no pathologic|no pathological|no enlarged|lack of|lacks", NEGATED, PRE),
 )
 
 #: Ends a scope in both directions.
@@ -86,8 +86,11 @@ TERMINATIONS = re.compile(
     r"\b(?:but|however|although|though|yet|except|apart from|aside from|other than|whereas|while|which|"
     r"there is|there are|there has been|noting|note is made|consistent with|compatible with|in keeping with|"
     r"representing|secondary to|due to|with associated|"
-    r"associated with|otherwise|with new|now|in addition|additionally|also|as well as|causing|resulting in)\b|[;:()]"
+    r"associated with|otherwise|with new|now|in addition|additionally|also|as well as|causing|resulting in|"
+    r"(?<!not )(?<!no )(?:shows?|showed|shown|demonstrates?|demonstrated|reveals?|revealed))\b|[;:()]|[.!?](?=\s)"
 )
+#: Also ends the forward scope of a normality trigger: "Normal kidneys, with multiple cortical cysts".
+NORMAL_TERMINATIONS = re.compile(r"\bwith\b")
 #: Also ends a backward (post-trigger) scope.
 POST_TERMINATIONS = re.compile(r",|\band\b|\bwith\b|\bwithout\b|\bin\b(?= (?:the|a) )")
 
@@ -152,8 +155,8 @@ def _blocks(trigger: Trigger, other: Trigger) -> bool:
     """Does ``other``, lying inside ``trigger``'s forward scope, end that scope?"""
     if other.direction == POST or other.category == trigger.category:
         return False
-    if trigger.category == NEGATED and other.category in (UNCERTAIN, NORMAL):
-        return False  # "no suspicious nodule", "no abnormal or enlarged nodes"
+    if trigger.category in (NEGATED, HYPOTHETICAL) and other.category in (UNCERTAIN, NORMAL):
+        return False  # "no suspicious nodule", "to evaluate possible metastases"
     return True
 
 
@@ -165,20 +168,27 @@ def assert_spans(sentence: str, spans: list[tuple[int, int]]) -> list[Assertion]
     low = sentence.lower()
     terms = [m.start() for m in TERMINATIONS.finditer(low)]
     post_terms = sorted(terms + [m.start() for m in POST_TERMINATIONS.finditer(low)])
+    normal_terms = sorted(terms + [m.start() for m in NORMAL_TERMINATIONS.finditer(low)])
     results = []
     for s, e in spans:
         cats: set[str] = set()
+        forward: list[Trigger] = []
         for t in triggers:
             if t.start < e and s < t.end:  # "not enlarged", "no abnormal enhancement"
                 cats.add(t.category)
                 continue
             if t.direction in (PRE, BOTH) and t.end <= s:
-                barrier = any(t.end <= x < s for x in terms)
+                barrier = any(t.end <= x < s for x in (normal_terms if t.category == NORMAL else terms))
                 other = any(t.end <= o.start < s and _blocks(t, o) for o in triggers)
                 if not barrier and not other:
                     cats.add(t.category)
+                    forward.append(t)
             if t.direction in (POST, BOTH) and t.start >= e:
                 if not any(e <= x < t.start for x in post_terms):
                     cats.add(t.category)
+        # "no suspicious nodule": the uncertainty word qualifies what is negated
+        negations = [t.start for t in forward if t.category == NEGATED]
+        if negations and not [t for t in forward if t.category == UNCERTAIN and t.start < min(negations)]:
+            cats.discard(UNCERTAIN)
         results.append(Assertion(frozenset(cats)))
     return results

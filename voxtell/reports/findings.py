@@ -30,6 +30,7 @@ from typing import Any
 from voxtell.reports.config import FindingsConfig
 from voxtell.reports.context import NEGATED, PRE, UNCERTAIN, assert_spans, find_triggers
 from voxtell.reports.measurements import parse_measurements_mm
+from voxtell.reports.vocabulary import Concept
 from voxtell.reports.pipeline import ConceptMatch, ReportPipeline, build_pipeline, defined_abbreviations, split_sentences, tokenize
 from voxtell.reports.sections import split_blocks
 from voxtell.reports.textio import analysis_text
@@ -151,6 +152,7 @@ def extract_findings(text: str, study_id: str, config: FindingsConfig | None = N
     abbreviations: dict[str, str] = {}
     lead: tuple[str, _Context] | None = None  # "Multiple pulmonary nodules, as follows:" before a list
     labels: dict[tuple[int, int], _Context] = {}
+    size_concept = next((c for c in pipe.vocabulary.concepts if c.name == "lesion"), None)
     for block_no, block in enumerate(split_blocks(work, config.max_block_chars)):
         if block.section not in config.keep_sections:
             continue
@@ -176,12 +178,13 @@ def extract_findings(text: str, study_id: str, config: FindingsConfig | None = N
             context = _replace(context, inherit=inherit)
         elif block.kind == "item" and lead is not None:
             context = lead[1]
-        if not lead_findings and (context is None or not context.inherit):
+        if not lead_findings and (context is None or not context.inherit) and not (
+                context is not None and _SIZE_HINT.search(block_text)):
             continue  # nothing segmentable: skip sentence splitting
         if "(" in block_text:
             abbreviations.update(defined_abbreviations(block_text))
         for s0, s1 in split_sentences(block_text):
-            item = _analyse_sentence(s0, s1, matches, work, block.start, block.section, config, context)
+            item = _analyse_sentence(s0, s1, matches, work, block.start, block.section, config, context, size_concept)
             if item is not None:
                 item["block"] = block_no
                 raw.append(item)
@@ -230,13 +233,34 @@ def _label_context(pipe: ReportPipeline, work: str, span: tuple[int, int]) -> _C
     )
 
 
+_SIZE_HINT = re.compile(r"\d\s*(?:mm|cm)\b", re.IGNORECASE)
+_PAREN = re.compile(r"\([^()]*\)")
+_NON_WORD = re.compile(r"[^a-z]+")
+_UNITS = frozenset("mm cm x by and diameter axis short long".split())
+
+
+def _measurement_only(sentence: str) -> bool:
+    """"58 x 32 mm (IMA 3-38)": a size and nothing else (parentheses, units, numbers)."""
+    words = [w for w in _NON_WORD.split(_PAREN.sub(" ", sentence.lower())) if w and w not in _UNITS]
+    return len(words) <= 1
+
+
+def _is_question(sentence: str, section: str) -> bool:
+    """"Metastasis?", "Adhesions?" in text before any header: the request's clinical question."""
+    return section == "body" and sentence.rstrip().endswith("?") and len(sentence.split()) <= 4
+
+
 def _analyse_sentence(s0: int, s1: int, matches: list[ConceptMatch], work: str, offset: int, section: str,
-                      config: FindingsConfig, context: _Context | None = None) -> dict | None:
+                      config: FindingsConfig, context: _Context | None = None,
+                      size_concept: Concept | None = None) -> dict | None:
     """A finding dict for the sentence ``[s0, s1)`` of a block, or None; ``context`` is the
-    subheading or list lead above the sentence ("Liver:" / "Pulmonary nodules:" above "- RUL 11 mm")."""
+    subheading or list lead above the sentence ("Liver:" / "Pulmonary nodules:" above "- RUL 11 mm");
+    a bare size under a subheading ("Axillary right: 58 x 32 mm") is a finding of ``size_concept``."""
     if s1 <= s0:
         return None
     sentence = work[offset + s0 : offset + s1].replace("\n", " ")
+    if _is_question(sentence, section):
+        return None
     rec = recommendation_start(sentence)
     if rec == 0:
         return None  # only a recommendation
@@ -259,6 +283,9 @@ def _analyse_sentence(s0: int, s1: int, matches: list[ConceptMatch], work: str, 
         else:
             assertion = assert_spans(sentence[:end], [(0, end)])[0]
         inherited = [(ConceptMatch(s0, s0, m.concept, m.abbreviation), assertion) for m in context.findings]
+    if not own_finding and not inherited and context is not None and size_concept is not None and sizes \
+            and _measurement_only(sentence[:end]):
+        inherited = [(ConceptMatch(s0, s0, size_concept, False), assert_spans(sentence[:end], [(0, end)])[0])]
     if not own_finding and not inherited:
         return None
     prefix = ""

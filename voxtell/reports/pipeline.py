@@ -88,6 +88,8 @@ class ReportPipeline:
     _terms: dict[str, list[tuple[tuple[str, ...], Concept, bool]]]
     #: first token text -> [(texts, concept)], longest first
     _abbrs: dict[str, list[tuple[tuple[str, ...], Concept]]]
+    #: concept for tumour names the vocabulary does not list ("liposarcoma", "schwannoma")
+    _tumor: Concept | None = None
     model: str = "rules"
 
     def match_concepts(self, text: str, tokens: list[Token] | None = None) -> list[ConceptMatch]:
@@ -98,9 +100,13 @@ class ReportPipeline:
         while i < n:
             found = self._match_at(text, toks, i)
             if found is None:
+                if self._tumor is not None and _is_tumour_name(toks[i].text):
+                    out.append(ConceptMatch(toks[i].start, toks[i].end, self._tumor, False))
                 i += 1
                 continue
             length, concept, abbr, ambiguous = found
+            # only the form written "~word" is ambiguous: "lesions" (plural) names findings
+            ambiguous = ambiguous and text[toks[i].start : toks[i + length - 1].end].lower() in concept.ambiguous
             out.append(ConceptMatch(toks[i].start, toks[i + length - 1].end, concept, abbr, ambiguous))
             i += length
         return out
@@ -116,6 +122,16 @@ class ReportPipeline:
                 best = (len(texts), concept, True, False)
                 break
         return best
+
+
+#: Words ending in -oma that are not tumours.
+_NOT_TUMOUR = frozenset("diploma stoma stomas coma comas aroma glaucoma stroma trachoma soma chromosoma".split())
+
+
+def _is_tumour_name(word: str) -> bool:
+    """"liposarcoma", "schwannomas", "fibromata": a tumour by its suffix (-oma)."""
+    w = word.lower()
+    return len(w) >= 6 and w.isalpha() and w.endswith(("oma", "omas", "omata")) and w not in _NOT_TUMOUR
 
 
 def _same_run(text: str, toks: list[Token], i: int, n: int, key, want: tuple[str, ...]) -> bool:
@@ -159,7 +175,17 @@ _RUN_ON_BEFORE = frozenset(
 def split_sentences(text: str) -> list[tuple[int, int]]:
     """(start, end) of each sentence of one paragraph, white space trimmed, offsets into ``text``."""
     cuts = {0, len(text)}
+    numbers = [(int(m.group(1)), m.start(), m.end()) for m in _INLINE_NUMBER.finditer(text)]
+    markers: set[int] = set()  # ends of inline list numbers ("2." of "... RUL 2. Nodule")
+    for k in range(1, len(numbers)):
+        if numbers[k][0] == numbers[k - 1][0] + 1:
+            for num in (numbers[k - 1], numbers[k]):
+                markers.add(num[2])
+                if num[1] > 0:
+                    cuts.add(num[1])
     for m in _END.finditer(text):
+        if m.start() + 1 in markers:
+            continue
         before = text[: m.start()].rsplit(None, 1)
         word = before[-1].lower().rstrip(".") if before else ""
         nxt = text[m.end() :].lstrip()[:1]
@@ -171,12 +197,6 @@ def split_sentences(text: str) -> list[tuple[int, int]]:
             cuts.add(m.end())
     for m in _QUOTES.finditer(text):
         cuts.add(m.start())
-    numbers = [(int(m.group(1)), m.start()) for m in _INLINE_NUMBER.finditer(text)]
-    for k in range(1, len(numbers)):
-        if numbers[k][0] == numbers[k - 1][0] + 1:
-            cuts.add(numbers[k][1])
-            if numbers[k - 1][1] > 0:
-                cuts.add(numbers[k - 1][1])
     for m in _INLINE_BULLET.finditer(text):
         cuts.add(m.start())
     for m in _RUN_ON.finditer(text):
@@ -243,7 +263,8 @@ def _build(vocabulary_path: str, vocab_sha: str) -> ReportPipeline:
             # longest first; among equals the first concept listed wins
             table[key] = _dedupe(sorted(items, key=lambda it: -len(it[0])))
     log.info("built report pipeline: %d concepts, %d term heads", len(vocabulary.concepts), len(terms))
-    return ReportPipeline(vocabulary, terms, abbrs)
+    tumor = next((c for c in vocabulary.concepts if c.name == "tumor"), None)
+    return ReportPipeline(vocabulary, terms, abbrs, tumor)
 
 
 def _dedupe(items: list) -> list:

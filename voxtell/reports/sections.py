@@ -48,12 +48,13 @@ _SECTION_WORDS = {
         "clinical indications", "clinical information", "clinical details", "clinical",
         "reason for exam", "reason for examination", "reason for study", "reason for referral",
         "clinical question", "hx", "background", "diagnosis", "diagnoses", "patient history",
+        "request", "question", "clinical data", "referral", "reason",
     ),
     "technique": (
         "technique", "techniques", "protocol", "procedure", "exam", "examination", "study",
         "contrast", "radiopharmaceutical", "acquisition", "method", "methods",
         "dose", "prescription", "fractionation", "imaging technique", "scan",
-        "organs at risk", "oars", "oar",
+        "organs at risk", "oars", "oar", "examination performed", "exam performed",
     ),
     "comparison": ("comparison", "comparisons", "prior", "priors", "prior studies", "previous studies", "compared with", "compared to"),
     "recommendation": (
@@ -81,6 +82,8 @@ _CLAUSE_WORDS = frozenset(
     "following follows including include includes see".split()
 )
 _MAX_LABEL_WORDS = 6
+#: Sections that an organ subheading after a blank line ends (the findings follow without a header).
+_PREAMBLE = frozenset({"history", "technique", "comparison"})
 _TERMINAL = re.compile(r"[.!?:;][\"')\]]*[ \t]*$")
 _JOINERS = {
     "the", "a", "an", "of", "in", "at", "on", "to", "and", "or", "with", "without", "by",
@@ -199,6 +202,8 @@ def split_blocks(work: str, max_block_chars: int = 4_000) -> list[Block]:
                 while offset < line_end and work[offset] in " \t":
                     offset += 1
                 if offset >= line_end:  # "LIVER:" alone: labels the blocks below
+                    if section in _PREAMBLE and not prev_line.strip():
+                        section = "body"  # "Request: ...\n\nThorax:": the findings start without a header
                     above, above_used = label, False
                     prev_line = line
                     continue

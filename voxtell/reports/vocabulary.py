@@ -107,8 +107,6 @@ def _load_cached(path: str, mtime_ns: int, size: int) -> Vocabulary:
                     continue
                 seen[key] = name
                 terms.append(form)
-                if term in ambiguous:
-                    ambiguous.add(form)
         abbreviations = tuple(a.strip() for a in abbrevs.split("|") if a.strip())
         concepts.append(Concept(name, category, tuple(terms), abbreviations, frozenset(ambiguous)))
     if not concepts:

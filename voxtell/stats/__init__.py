@@ -2,8 +2,10 @@
 
 One row per (study, prompt): volume, location (DICOM LPS millimetres), shape, intensity in
 the image's original units, the report's measured size and, with a reference mask, overlap
-and surface distances. Rows go to one Parquet file per study; ``aggregate`` joins them into
-the cohort table with a separate status table of failures.
+and surface distances, and the QC checks it fails (``qc_flags``, ``needs_review``). Rows go
+to one Parquet file per study; ``aggregate`` joins them into the cohort table (adding the
+checks against the cohort) with a separate status table of failures; ``findings.parquet``
+lists every finding, with its mask or why it has none; the QC report shows each mask.
 
 This module stays light (``voxtell --help`` imports the CLI); the public names below load
 their submodules on first use.
@@ -31,6 +33,10 @@ _EXPORTS = {
     "read_status": "voxtell.stats.status",
     "render_study_qc": "voxtell.stats.qc",
     "write_cohort_html": "voxtell.stats.qc_report",
+    "QCChecksConfig": "voxtell.stats.flags",
+    "row_flags": "voxtell.stats.flags",
+    "cohort_flags": "voxtell.stats.flags",
+    "write_findings_parquet": "voxtell.stats.findings_table",
 }
 
 __all__ = sorted(_EXPORTS)

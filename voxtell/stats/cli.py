@@ -43,6 +43,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     a.add_argument("-o", "--output", required=True, help="cohort output folder")
     a.add_argument("--status", nargs="*", default=[], help="status files (.parquet/.json) or folders of .parquet")
     a.add_argument("--config-hash", help="hash of the run's configuration, stored in the metadata")
+    a.add_argument("--findings", nargs="*", default=[],
+                   help="findings files ({study}/findings.jsonl or {study}.jsonl): also write OUT/findings.parquet "
+                   "with every finding, its mask row or why it has none")
+    a.add_argument("--qc-checks", help="JSON file of QC thresholds (stats.qc_checks); default: the built-in ones")
     a.set_defaults(func=_aggregate)
 
     q = subparsers.add_parser("qc", help="QC PNG: three orthogonal slices through each mask's centroid")
@@ -50,14 +54,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--masks", required=True, help="mask folder with manifest.json")
     q.add_argument("--modality", help="CT (W400/L40) or MR/PT (percentile window); default: series.json or guess")
     q.add_argument("--max-masks", type=int, help="at most this many masks (rows)")
+    q.add_argument("--reference", help="reference masks (as for voxtell stats): drawn as a second outline")
     q.add_argument("-o", "--output", required=True, help="output PNG")
     q.set_defaults(func=_qc)
 
-    r = subparsers.add_parser("qc-report", help="cohort HTML summary (offline, thumbnails inline)")
+    r = subparsers.add_parser("qc-report", help="cohort QC review page + a page per study (offline, pictures inline)")
     r.add_argument("--stats", required=True, help="cohort stats.parquet")
     r.add_argument("--status", help="cohort status.parquet")
     r.add_argument("--png", nargs="*", default=[], help="study QC PNGs ({study_id}.png or {study_id}/qc.png)")
-    r.add_argument("--max-thumbnails", type=int, default=200)
+    r.add_argument("--max-pictures", "--max-thumbnails", type=int, default=2000,
+                   help="mask pictures on the main page, flagged rows first (study pages show all)")
     r.add_argument("-o", "--output", required=True, help="output HTML file")
     r.set_defaults(func=_qc_report)
 
@@ -96,17 +102,30 @@ def _stats(args: argparse.Namespace) -> int:
 
 
 def _aggregate(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from voxtell.stats.findings_table import write_findings_parquet
+    from voxtell.stats.flags import QCChecksConfig
     from voxtell.stats.parquet import aggregate
 
-    res = aggregate(args.parts, args.output, status_parts=args.status, config_hash=args.config_hash)
+    checks = QCChecksConfig.from_mapping(json.loads(Path(args.qc_checks).read_text()) if args.qc_checks else None)
+    res = aggregate(args.parts, args.output, status_parts=args.status, config_hash=args.config_hash, checks=checks)
     print(f"{res.stats_path}: {res.n_rows} rows, {res.n_studies} studies; {res.status_path}: {res.n_failed} failed")
+    if args.findings:
+        files = {}
+        for f in map(Path, args.findings):
+            stem = f.name[: -len(".jsonl")] if f.name.endswith(".jsonl") else f.stem
+            files[f.parent.name if stem == "findings" else stem] = f
+        print(write_findings_parquet(files, res.stats_path, Path(args.output) / "findings.parquet"))
     return 0
 
 
 def _qc(args: argparse.Namespace) -> int:
     from voxtell.stats.qc import render_study_qc
 
-    out = render_study_qc(args.image, args.masks, args.output, modality=args.modality, max_masks=args.max_masks)
+    out = render_study_qc(args.image, args.masks, args.output, modality=args.modality, max_masks=args.max_masks,
+                          reference=args.reference)
     print(out)
     return 0
 
@@ -115,6 +134,6 @@ def _qc_report(args: argparse.Namespace) -> int:
     from voxtell.stats.qc_report import write_cohort_html
 
     out = write_cohort_html(args.stats, args.output, status=args.status, qc_pngs=args.png,
-                            max_thumbnails=args.max_thumbnails)
+                            max_pictures=args.max_pictures)
     print(out)
     return 0

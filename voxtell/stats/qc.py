@@ -222,7 +222,7 @@ def save_png(rgb: np.ndarray, path: str | Path) -> Path:
 
     p = Path(path)
     with atomic_path(p) as tmp:
-        Image.fromarray(rgb).save(tmp, format="PNG", optimize=True)
+        Image.fromarray(rgb).save(tmp, format="PNG", compress_level=6)
     return p
 
 

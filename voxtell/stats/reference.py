@@ -239,7 +239,13 @@ def auto_reference_fingerprint(dicom_dir: str | Path | None, rules: Sequence[Roi
     if not dicom_dir:
         return None
     objects, _ = find_rt_objects(dicom_dir)
-    return {"objects": sorted(file_sha256(o.path) for o in objects), "rules": [repr(r) for r in rules]}
+    hashes = []
+    for o in objects:
+        try:
+            hashes.append(file_sha256(o.path))
+        except OSError as exc:  # unreadable now: drawing will name it; the fingerprint just differs
+            hashes.append(f"unreadable {o.path.name}: {exc.errno}")
+    return {"objects": sorted(hashes), "rules": [repr(r) for r in rules]}
 
 
 def prepare_auto_reference(

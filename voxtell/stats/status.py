@@ -24,6 +24,17 @@ from voxtell.stats.errors import SchemaMismatchError
 from voxtell.stats.schema import STATUS_SCHEMA, STATUS_VALUES
 
 
+def _text(value: object) -> str:
+    """Text that any writer accepts: a file name with undecodable bytes (a Latin-1 folder on
+    a UTF-8 system reaches Python as lone surrogates) keeps its bytes as \\x escapes."""
+    text = str(value)
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def status_row(
     study_id: str,
     stage: str,
@@ -50,13 +61,13 @@ def status_row(
     if ts.tzinfo is None:
         ts = ts.replace(tzinfo=timezone.utc)
     row = {
-        "study_id": str(study_id),
+        "study_id": _text(study_id),
         "stage": str(stage),
         "status": status,
         "error_class": error_class,
-        "message": message,
+        "message": None if message is None else _text(message),
         "timestamp": ts.astimezone(timezone.utc),
-        "warnings": [str(w) for w in warnings or ()],
+        "warnings": [_text(w) for w in warnings or ()],
     }
     if details:
         row["details"] = dict(details)

@@ -334,6 +334,14 @@ def aggregate_studies(wildcards):
 COHORT_TARGETS = [L.cohort(k) for k in ("stats", "status", "qc", "versions")]
 
 
+def export_dicom_input(wildcards):
+    """The study's segment shard and convert status; the target needs export_dicom.enabled."""
+    if not config["export_dicom"]["enabled"]:
+        raise WorkflowError("the export_dicom target needs export_dicom.enabled: true (then convert records the source UIDs)")
+    shard = next(k for k, members in shards().items() if wildcards.study in members)
+    return {"segment": L.shard_summary("segment", shard), "convert": L.shard_summary("convert", shard)}
+
+
 def all_targets(wildcards):
     return COHORT_TARGETS
 

@@ -2,20 +2,13 @@
 # `export_dicom`, off unless export_dicom.enabled). Every study ends with a status.json.
 
 
-def export_dicom_input(wildcards):
-    if not config["export_dicom"]["enabled"]:
-        raise WorkflowError("the export_dicom target needs export_dicom.enabled: true (then convert records the source UIDs)")
-    shard = next(k for k, members in shards().items() if wildcards.study in members)
-    return {"segment": L.shard_summary("segment", shard), "convert": L.shard_summary("convert", shard)}
-
-
 rule export_dicom_study:
     input:
         unpack(export_dicom_input),
     output:
-        status="results/export_dicom/{study}/status.json",
+        status=L.status("export_dicom", "{study}"),
     params:
-        segment_dir="results/segment/{study}",
+        segment_dir=L.study_dir("segment", "{study}"),
         dicom=lambda wildcards: samples()[wildcards.study].dicom,
         out_dir=subpath(output.status, parent=True),
     log:
@@ -33,4 +26,4 @@ rule export_dicom_study:
 
 rule export_dicom:
     input:
-        lambda wildcards: expand("results/export_dicom/{study}/status.json", study=study_ids()),
+        lambda wildcards: [L.status("export_dicom", s) for s in study_ids()],
