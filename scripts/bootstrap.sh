@@ -43,10 +43,9 @@ fi
 if [ -n "$(installed "$OTHER_ORT")" ]; then
     "${PIP[@]}" uninstall --yes --quiet "$OTHER_ORT" "$ORT"
 fi
-# scispaCy 0.5.5 declared for spaCy 3.8 (no PyPI release fits numpy 2; see the script)
-SCISPACY=$(sed -n 's/^scispacy==//p' "$LOCK")
-if [ "$(installed scispacy)" != "$SCISPACY" ]; then
-    .venv/bin/python envs/findings.post-deploy.sh -c "$LOCK"
+# scispaCy, which older versions used, declares spacy<3.8 and would fail `pip check`
+if [ -n "$(installed scispacy)" ]; then
+    "${PIP[@]}" uninstall --yes --quiet scispacy
 fi
 "${PIP[@]}" install --quiet -c "$LOCK" -e ".[$EXTRAS]"
 "${PIP[@]}" check

@@ -262,6 +262,12 @@ def build_bad_cohort(root: str | os.PathLike) -> tuple[Path, list[Case]]:
              notes="decoded as Latin-1 with a warning in the findings log", extra={"log": "not valid UTF-8"}),
         image=good_image("report-latin1", 13),
         report=_report(rep / "latin1.txt", "FINDINGS: Läsion in der Leber, 2 cm. Mass in the liver.\n".encode("latin-1")))
+    add(Case("report-utf16-nobom", "report in UTF-16-LE without a byte-order mark", True, None,
+             notes="the encoding is recognised by its NUL pattern; findings as for UTF-8"),
+        image=good_image("report-utf16", 18),
+        report=_report(rep / "utf16.txt", "FINDINGS: There is a 2 cm mass in the liver.\n".encode("utf-16-le")))
+    add(Case("report-binary", "binary file (a PDF) given as the report", True, ("findings", ("binary", "not text"))),
+        image=good_image("report-binary", 19), report=_report(rep / "scan.pdf", b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n" + bytes(range(256))))
     big = ("FINDINGS: " + "The liver shows a small cyst. " * 360_000)[:10_000_000]
     add(Case("report-10mb", "10 MB report", True, None,
              notes="only the first findings.max_chars characters are analysed (warning in the log)",

@@ -310,3 +310,69 @@ def test_latin1_still_decodes():
 
 def test_bom_of_utf32_is_not_read_as_utf16():
     assert decode_report(codecs.BOM_UTF32_LE + "mass".encode("utf-32-le")) == "mass"
+
+
+# ---- rules added for the real reports (each with phrases of its own) ---------------------
+
+def test_inline_headers_start_sections():
+    from voxtell.reports.sections import split_blocks
+
+    text = "EXAMINATION: CT HEAD  HISTORY: rule out mass.  FINDINGS: 2 cm mass in the liver.  IMPRESSION: Liver mass."
+    got = [(b.section, text[b.start : b.end]) for b in split_blocks(text)]
+    assert got == [("technique", "CT HEAD"), ("history", "rule out mass."),
+                   ("findings", "2 cm mass in the liver."), ("impression", "Liver mass.")]
+    text = "Indication: cough. Findings: Small right effusion.\nNodule in the LLL, 4 mm.\n"
+    assert [(b.section) for b in split_blocks(text)] == ["history", "findings", "findings"]
+    # a preamble header inside a line ends with that line when no other header follows
+    text = "EXAM: CT CHEST   CLINICAL HISTORY: cough.\nThere is a 2 cm mass in the RUL.\n"
+    assert [f.section for f in extract_findings(text, "S")] == ["body"]
+
+
+def test_bare_sizes_under_subheadings_are_findings():
+    text = "TARGET LESIONS:\nAxillary left: 41 x 22 mm (image 34)\nAxillary right: 18 x 9 mm (image 38)\nSpleen: 11 cm\nLiver: normal, 16 cm.\n"
+    present = [f for f in extract_findings(text, "S") if gets_mask(f)[0]]
+    assert [f.prompt for f in present] == ["Axillary left: 41 x 22 mm (image 34)", "Axillary right: 18 x 9 mm (image 38)"]
+
+
+def test_short_questions_before_headers_are_the_request():
+    text = "Metastases?\n\nFINDINGS: Two liver metastases, the largest 2 cm.\n"
+    assert [f.sentence for f in extract_findings(text, "S")] == ["Two liver metastases, the largest 2 cm."]
+
+
+def test_plural_of_an_ambiguous_word_is_a_finding():
+    assert any(gets_mask(f)[0] for f in extract_findings("Progression of the lesions.", "S"))
+    assert not any(gets_mask(f)[0] for f in extract_findings("The lesion was reviewed.", "S"))
+
+
+def test_tumour_names_by_suffix():
+    (f,) = extract_findings("FINDINGS: The appearance is that of a schwannoma of the left vestibular nerve.", "S")
+    assert gets_mask(f)[0] and "tumor" in f.concepts
+    assert not extract_findings("FINDINGS: Colostomy stoma in the left abdomen.", "S")
+
+
+@pytest.mark.parametrize("sentence, word, label", [
+    ("Normal size of the kidneys, with multiple cortical cysts.", "cysts", "present"),
+    ("CT to evaluate abdominal pain shows pneumatosis of the colon.", "pneumatosis", "present"),
+    ("The radiograph does not show any consolidation.", "consolidation", "negated"),
+    ("The lungs were negative for pulmonary nodules.", "nodules", "negated"),
+    ("Request to evaluate possible metastases.", "metastases", "hypothetical"),
+    ("Rule out pneumonia.", "pneumonia", "hypothetical"),
+    ("The patient denied any fever.", "fever", "negated"),
+])
+def test_scope_rules_added_for_real_reports(sentence, word, label):
+    assert assertion_of(sentence, word).label == label
+
+
+def test_the_lesion_and_its_size_after_a_finding_refer_back_to_it():
+    text = ("FINDINGS: A heterogeneous mass arises from the left adrenal gland. The lesion has a thin rim. "
+            "It measures 4.1 x 3.2 cm.\n")
+    present = [f for f in extract_findings(text, "S") if not f.negated]
+    assert len(present) == 3
+    assert present[2].measurements_mm == (41.0, 32.0) and present[2].concepts == ("lesion",)
+
+
+def test_stones_and_station_labels():
+    (f,) = extract_findings("FINDINGS: Staghorn calculus in the left kidney.", "S")
+    assert "calculus" in f.concepts and gets_mask(f)[0]
+    text = "LYMPH NODES:\nStation 4R: 27 x 14 mm\nStation 7: 18 x 11 mm\n"
+    assert [f.prompt for f in extract_findings(text, "S")] == ["Station 4R: 27 x 14 mm", "Station 7: 18 x 11 mm"]

@@ -179,3 +179,12 @@ def test_variable_spacing_chooses_equalised_output(tmp_path: Path) -> None:
     assert record["dcm2niix_output_chosen"] == "equalised"
     assert any(w.startswith("non-uniform slice spacing") for w in record["warnings"])
     assert record["slice_count"] == 12
+
+
+def test_pet_already_in_suv_units_is_labelled_so(tmp_path: Path) -> None:
+    """A PET whose Units are GML holds SUV already: series.json must not call it Bq/ml."""
+    pet = PetDose(units="GML")
+    volume = np.random.default_rng(4).integers(0, 500, (10, 9, 11)).astype(float) / 100
+    write_dicom_series(volume, (4.0, 4.0, 3.0), tmp_path / "pet", modality="PT", pet=pet, rescale_slope=0.01)
+    result = convert_study(tmp_path / "pet", tmp_path / "out", policy=_pt_only())
+    assert json.loads(result.series_json_path.read_text())["units"] == "SUVbw (g/ml)"

@@ -293,3 +293,9 @@ def test_nifti_input_fails_in_convert_as_segment_would_fail(case: str, tmp_path:
     with pytest.raises(InputError) as info:
         preprocess(path, (8, 8, 8))
     assert type(info.value).__name__ == error
+    if error in ("VolumeGeometryError", "VolumeShapeError"):  # stats checks headers (voxels are measured, not judged)
+        from voxtell.stats.study import load_volume
+
+        with pytest.raises(InputError) as info:
+            load_volume(path)
+        assert type(info.value).__name__ == error

@@ -33,8 +33,6 @@ ROOT = Path(__file__).resolve().parents[1]
 STDLIB = set(sys.stdlib_module_names) | {"__future__"}
 CONDA_TO_PYPI = {"matplotlib-base": "matplotlib", "pytorch": "torch"}
 NOT_PACKAGES = {"python", "pip"}
-#: conda/pip names of the environments whose post-deploy script installs scispaCy
-POST_DEPLOY_PROVIDES = {"scispacy"}
 
 #: Distributions a rule's script can reach only through an import inside a function that the
 #: rule never calls, per environment, with the reason. Entries that are no longer reachable
@@ -50,15 +48,6 @@ NOT_ON_PATH = {
         "dcm2niix": "PET conversion (voxtell.io.petct.convert_companion_pet) runs in the convert stage; "
                     "stats reads the converted pet/image.nii.gz",
     },
-    "envs/convert.yaml": {"matplotlib": _QC, "pillow": _QC},
-    "envs/findings.yaml": {
-        "matplotlib": _QC,
-        "pillow": _QC,
-        "nibabel": "image statistics and QC (voxtell.stats), reached through voxtell.stats; findings read text",
-        "pydicom": "RT reference objects (voxtell.stats.reference), reached through voxtell.stats",
-        "highdicom": "RT reference objects (voxtell.stats.reference), reached through voxtell.stats",
-    },
-    "envs/demo.yaml": {"matplotlib": _QC, "pillow": _QC},
     "envs/torch.yaml": {
         "matplotlib": _QC,
         "pillow": _QC,
@@ -86,6 +75,14 @@ def _edges(path: Path, modname: str) -> tuple[tuple[tuple[str, tuple[str, ...], 
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             in_function.update(id(sub) for sub in ast.walk(node) if sub is not node)
     exports: dict[str, str] = {}
+    export_values: set[int] = set()  # `_EXPORTS` targets load on attribute access, not on import
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Assign) and isinstance(node.value, ast.Dict)
+                and any(isinstance(t, ast.Name) and t.id == "_EXPORTS" for t in node.targets)):
+            for key, value in zip(node.value.keys, node.value.values):
+                target = value.value
+                exports[key.value] = target if target.startswith("voxtell.") else f"{modname}.{target}"
+                export_values.add(id(value))
     out = []
     for node in ast.walk(tree):
         lazy = id(node) in in_function
@@ -97,14 +94,9 @@ def _edges(path: Path, modname: str) -> tuple[tuple[tuple[str, tuple[str, ...], 
                 base = package.split(".")[: len(package.split(".")) - node.level + 1]
                 module = ".".join(base + ([module] if module else []))
             out.append((module, tuple(a.name for a in node.names), lazy))
-        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and re.fullmatch(
-                r"voxtell(\.\w+)+", node.value) and _module_file(node.value):
+        elif (isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in export_values
+              and re.fullmatch(r"voxtell(\.\w+)+", node.value) and _module_file(node.value)):
             out.append((node.value, (), lazy))  # importlib.import_module("voxtell.x") tables
-        elif (isinstance(node, ast.Assign) and isinstance(node.value, ast.Dict)
-              and any(isinstance(t, ast.Name) and t.id == "_EXPORTS" for t in node.targets)):
-            for key, value in zip(node.value.keys, node.value.values):
-                target = value.value
-                exports[key.value] = target if target.startswith("voxtell.") else f"{modname}.{target}"
     return tuple(out), exports
 
 
@@ -194,8 +186,6 @@ def env_packages(env: Path) -> dict[str, SpecifierSet]:
         if version.startswith("=") and not version.startswith("=="):
             version = "=" + version
         out[canonicalize_name(CONDA_TO_PYPI.get(name, name))] = SpecifierSet(version)
-    if env.with_name(env.stem + ".post-deploy.sh").exists():
-        out.update({name: SpecifierSet() for name in POST_DEPLOY_PROVIDES})
     return out
 
 

@@ -36,7 +36,7 @@ def test_empty_affirmed_finding():
 
 
 @pytest.mark.parametrize("long_axis, equivalent, flagged", [
-    (30.0, 26.7, False), (14.0, 14.0, False), (61.0, 40.0, True), (14.0, 10.0, True), (40.0, 70.0, True)])
+    (30.0, 26.7, False), (15.0, 16.0, False), (60.0, 40.0, False), (61.0, 40.0, True), (14.0, 10.0, True), (40.0, 70.0, True)])
 def test_size_against_the_report(long_axis, equivalent, flagged):
     r = row(longest_axial_diameter_mm=long_axis, equivalent_diameter_mm=equivalent)
     assert (F.SIZE_VS_REPORT in row_flags(r, CHECKS)) is flagged
@@ -99,6 +99,7 @@ def test_aggregate_recomputes_flags_over_the_cohort(tmp_path):
                 volume_ml=1500.0 + 10 * i, qc_flags=[], needs_review=False, warnings=[])
         if i == 5:
             r["volume_ml"] = 5000.0
+        r["largest_component_ml"] = r["volume_ml"]
         parts.append(write_stats_parquet([r], tmp_path / f"s{i}.parquet"))
     res = aggregate(parts, tmp_path / "cohort")
     table = pq.read_table(res.stats_path).to_pylist()
@@ -147,8 +148,8 @@ def test_edge_share_and_organ_margin():
     organ = np.zeros(image.shape, bool)
     organ[10:20, 10:30, :] = True
     lesion = np.zeros(image.shape, bool)
-    lesion[21:23, 15:17, 5:6] = True  # 1-2 voxels (3-6 mm) beside the organ
-    lbox = (slice(21, 23), slice(15, 17), slice(5, 6))
+    lesion[20:22, 15:17, 5:6] = True  # 1-2 voxels (3-6 mm) beside the organ
+    lbox = (slice(20, 22), slice(15, 17), slice(5, 6))
     spacing = np.array([3.0, 3.0, 5.0])
     assert fraction_near(lesion, lbox, organ, spacing, 10.0) == 1.0
     assert fraction_near(lesion, lbox, organ, spacing, 0.0) == 0.0

@@ -35,8 +35,8 @@ from voxtell.io.convert import convert_study
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from realdicom import crop_series, header_image, set_element  # noqa: E402
 
-QUICK = settings(max_examples=40, derandomize=True, deadline=None, suppress_health_check=list(HealthCheck))
-LONG = settings(max_examples=400, derandomize=True, deadline=None, suppress_health_check=list(HealthCheck))
+QUICK = settings(max_examples=40, derandomize=True, database=None, deadline=None, suppress_health_check=list(HealthCheck))
+LONG = settings(max_examples=400, derandomize=True, database=None, deadline=None, suppress_health_check=list(HealthCheck))
 
 #: Header elements that decide what the volume is, with their dictionary VR and multiplicity.
 DICOM_TAGS = {

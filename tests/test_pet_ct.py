@@ -36,11 +36,10 @@ def _write_study(root: Path, pet: PetDose | None = DOSE, pet_frame: str | None =
     i, j, k = np.meshgrid(np.arange(20), np.arange(20), np.arange(15), indexing="ij")
     activity = RAMP[0] + RAMP[1] * i + RAMP[2] * j + RAMP[3] * k
     pet_affine = affine_from_spacing((4.0, 4.0, 4.0), origin_lps=(1.0, 1.0, 1.0))
-    tags = {} if pet is not None else {}
     pts = write_dicom_series(
         activity, pet_affine, root / "pet", modality="PT", pet=pet, acquisition_time="120000.00",
         study_uid=cts.study_uid, frame_of_reference_uid=pet_frame or cts.frame_of_reference_uid, series_number=3,
-        file_prefix="PT", tags=tags,
+        file_prefix="PT",
     )
     return {"ct": cts, "pet": pts}
 
@@ -154,3 +153,15 @@ def test_pet_of_another_frame_is_not_used(tmp_path: Path) -> None:
     record = run_convert("petct", tmp_path / "conv", dicom=str(tmp_path / "study"), pet_ct=True)
     assert record["status"] == "ok" and "pet_image" not in record["details"]
     assert any("none in the CT's frame of reference" in w for w in record["warnings"])
+
+
+def test_pet_without_attenuation_correction_is_not_used(tmp_path: Path) -> None:
+    """A non-attenuation-corrected PET (CorrectedImage without ATTN) would give SUVs that mean nothing."""
+    written = _write_study(tmp_path / "study")
+    for f in written["pet"].files:
+        ds = pydicom.dcmread(f)
+        ds.CorrectedImage = ["DECY"]
+        ds.save_as(f)
+    record = run_convert("petct", tmp_path / "conv", dicom=str(tmp_path / "study"), pet_ct=True)
+    assert record["status"] == "ok" and "pet_image" not in record["details"]
+    assert any("without attenuation correction" in w for w in record["warnings"])

@@ -53,8 +53,7 @@ def _build(root: Path) -> DemoCohort:
     from voxtell.data.demo import flip_rows
     from voxtell.data.phantoms import PhantomConfig, generate_phantom
     from voxtell.inference.predictor import Predictor, PredictorConfig
-    from voxtell.reports import extract_findings, read_report
-    from voxtell.stats.findings_table import gets_mask
+    from voxtell.reports import extract_findings, gets_mask, read_report
 
     run_demo_cohort(root / "demo", N_STUDIES, seed=0, fixed_prompts=FIXED, findings_settings=SETTINGS)
     predictor = Predictor.from_model_dir(MODEL, PredictorConfig(device="cpu", progress=False))

@@ -46,6 +46,46 @@ def test_utf8_bom_is_stripped(tmp_path):
     _check_offsets(text, extract_findings(text, "S"))
 
 
+@pytest.mark.parametrize("codec", ["utf-16-le", "utf-16-be", "utf-32-le", "utf-32-be", "utf-16", "utf-32"])
+def test_utf16_and_utf32_with_and_without_bom(tmp_path, codec):
+    """Issue 19: a UTF-16/32 report without a byte-order mark gave 0 findings and status ok."""
+    path = tmp_path / f"{codec}.txt"
+    path.write_bytes(TEXT.encode(codec))
+    text = read_report(path)
+    assert text == TEXT
+    findings = extract_findings(text, "S")
+    _check_offsets(text, findings)
+    assert [f.negated for f in findings] == [False, True, False]
+
+
+@pytest.mark.parametrize("payload", [
+    b"%PDF-1.4\n1 0 obj << /Type /Catalog >>\nendobj\n" + bytes(range(256)),
+    b"\x89PNG\r\n\x1a\n" + bytes(200),
+    bytes(128) + b"DICM" + bytes(300),
+    bytes((i * 37 + 11) % 256 for i in range(5000)),  # no text at all
+])
+def test_binary_report_is_refused_with_a_typed_error(tmp_path, capsys, payload):
+    from voxtell.errors import InputError
+    from voxtell.reports.textio import BinaryReportError
+
+    path = tmp_path / "report.txt"
+    path.write_bytes(payload)
+    with pytest.raises(BinaryReportError, match="text file"):
+        read_report(path)
+    assert issubclass(BinaryReportError, InputError)  # a status row, never an unexpected crash
+    assert main(["findings", str(path), "-o", str(tmp_path / "out.jsonl")]) != 0
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_real_reports_and_robustness_cases_keep_offsets():
+    """No crash and exact offsets on every report of both labelled sets."""
+    for folder in (REPORTS, REPORTS.parent / "reports_real"):
+        for path in sorted(folder.glob("*.txt")):
+            text = read_report(path)
+            for f in extract_findings(text, path.stem):
+                assert text[f.char_start : f.char_end] == f.sentence, path.name
+
+
 def test_latin1_is_decoded_with_a_warning(caplog):
     with caplog.at_level(logging.WARNING):
         text = read_report(REPORTS / "r38_latin1_mr_pelvis.txt")

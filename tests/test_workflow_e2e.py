@@ -172,3 +172,29 @@ def test_deleted_or_edited_mask_is_redone_next_run(cohort):
     stats = pd.read_parquet(work / "results" / "cohort" / "stats.parquet")
     assert masks[0].name.removesuffix(".nii.gz") in set(stats[stats.study_id == "demo002"].prompt_id)
     assert run.returncode in (0, 1)  # 1 when an earlier test left a failed study in the table
+
+
+def test_paths_named_in_the_docs_exist_after_a_run(cohort):
+    """Every `results/...` path README.md and config/README.md name is what a real run writes,
+    and every one comes from voxtell.cohort.layout."""
+    import re
+
+    from voxtell.cohort.layout import COHORT_FILES, RESULTS
+
+    work, _ = cohort
+    root = Path(__file__).resolve().parents[1]
+    named = set()
+    for doc in ("README.md", "config/README.md"):
+        named |= set(re.findall(r"`(results/[^`\s]*)`", (root / doc).read_text(encoding="utf-8")))
+    assert {"results/findings/{study}/findings.jsonl", "results/cohort/status.parquet"} <= named, named
+    # written only by opt-in features that the demo leaves off (export_dicom.enabled)
+    named -= {p for p in named if "export_dicom" in p or "dicom_ref" in p}
+    fill = {"{study}": "demo001", "{stage}": "segment", "{shard}": "000"}
+    for path in sorted(named):
+        concrete = path
+        for k, v in fill.items():
+            concrete = concrete.replace(k, v)
+        assert (work / concrete).exists(), f"{path} (named in the docs) is not written by the workflow"
+    assert (work / RESULTS.findings("demo001")).is_file() and (work / RESULTS.marker("stats", "demo001")).is_file()
+    for key in ("stats", "status", "qc", "versions", "dice", "schema"):
+        assert (work / RESULTS.cohort(key)).exists(), COHORT_FILES[key]

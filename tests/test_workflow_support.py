@@ -11,6 +11,8 @@ from pathlib import Path
 
 import yaml
 
+from voxtell.cohort import assign_shards
+
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEFILE = ROOT / "Snakefile"
 ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
@@ -103,3 +105,55 @@ def test_config_errors_are_clear(tmp_path):
     write_config(tmp_path, {"samples": "missing.tsv", "model": {"dir": "nowhere"}})
     out = snakemake(tmp_path, "-n", check=False)
     assert out.returncode != 0 and "missing.tsv does not exist" in out.stdout + out.stderr
+
+
+def _readme_minimal_config() -> dict:
+    text = (ROOT / "config" / "README.md").read_text(encoding="utf-8")
+    block = text.split("```yaml", 1)[1].split("```", 1)[0]
+    return yaml.safe_load(block)
+
+
+def test_minimal_config_of_the_readme_dry_runs_as_written(tmp_path):
+    """config/README.md's minimal config, with only its paths pointed at real files and given
+    with --configfile (which replaces the shipped demo config): every stage is planned."""
+    cfg = _readme_minimal_config()
+    assert set(cfg) == {"samples", "model", "text_encoder", "prompts", "segment"}
+    (tmp_path / "cohort").mkdir()
+    rows = "".join(f"p{i:03d}\t/archive/p{i:03d}/ct\t/reports/p{i:03d}.txt\n" for i in range(5))
+    (tmp_path / "cohort" / "samples.tsv").write_text("study_id\tdicom\treport\n" + rows)
+    make_random_model(tmp_path / "voxtell_v1")
+    cfg["samples"] = str(tmp_path / "cohort" / "samples.tsv")
+    cfg["model"]["dir"] = str(tmp_path / "voxtell_v1")
+    (tmp_path / "my_cohort.yaml").write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "config.yaml").write_text((ROOT / "config" / "config.yaml").read_text())  # the demo's
+    jobs = planned_jobs(tmp_path, "--configfile", str(tmp_path / "my_cohort.yaml"))
+    assert "demo_cohort" not in jobs and jobs["aggregate_cohort"] == 1
+    assert jobs["convert_shard"] == jobs["segment_shard"] == jobs["stats_shard"] == len(assign_shards(
+        [f"p{i:03d}" for i in range(5)], cfg["segment"]["n_shards"]))
+
+
+def test_model_dir_that_does_not_exist_is_an_error_unless_training_is_asked_for(tmp_path):
+    write_config(tmp_path, {**demo_config(model_dir="models/typo"), "demo": {"enabled": False},
+                            "samples": "samples.tsv"})
+    (tmp_path / "samples.tsv").write_text("study_id\tdicom\ns1\tdicom/s1\n")
+    out = snakemake(tmp_path, "-n", check=False)
+    text = out.stdout + out.stderr
+    assert out.returncode != 0 and "model.dir models/typo does not exist" in text and "demo.train.enabled" in text
+    write_config(tmp_path, {**demo_config(model_dir="models/typo"), "demo": {"enabled": False, "train": {"enabled": True}},
+                            "samples": "samples.tsv"})
+    out = snakemake(tmp_path, "-n", check=False)  # asked for: the dry run plans the training
+    assert out.returncode == 0 and "train_demo_model" in out.stdout + out.stderr, (out.stdout + out.stderr)[-2000:]
+
+
+def test_samples_table_problems_are_named_before_anything_runs(tmp_path):
+    make_random_model(tmp_path / "model")
+    write_config(tmp_path, {**demo_config(), "demo": {"enabled": False}, "samples": "samples.tsv"})
+    (tmp_path / "samples.tsv").write_text("study_id\tdicom\ns1\tdicom/s1\nshards\tdicom/x\n")
+    out = snakemake(tmp_path, "-n", check=False)
+    text = out.stdout + out.stderr
+    assert out.returncode != 0 and "'shards' is a name the workflow uses for its own files" in text, text[-2000:]
+    (tmp_path / "samples.tsv").write_text("study_id\tdicom\ns1\tdicom/s1\ts1.txt\n")
+    out = snakemake(tmp_path, "-n", check=False)
+    text = out.stdout + out.stderr
+    assert out.returncode != 0 and "line 2 has 3 tab-separated fields" in text and "None was unexpected" not in text

@@ -5,7 +5,9 @@ Run: .venv/bin/python tests/bench/bench_stats.py [--workers N]
 Prints, per mask size, the time of ``mask_statistics`` on arrays in memory and of
 ``compute_study_stats`` from .nii.gz files (what a stats job does: read the image once,
 read each mask, measure), and compares the per-mask time with the segmentation time per
-prompt estimated from DESIGN §3 (1.57 TFLOP per prompt per 192^3 patch).
+prompt estimated from DESIGN §3 (1.57 TFLOP per prompt per 192^3 patch). Then the QC
+parts: the body mask (once per study), the QC pictures (per mask) and the cohort flags of
+the aggregate (per 100,000 rows).
 """
 
 from __future__ import annotations
@@ -21,7 +23,10 @@ import nibabel as nib
 import numpy as np
 
 from voxtell.prompts import prompt_id
+from voxtell.stats.flags import cohort_flags
 from voxtell.stats.measure import mask_statistics
+from voxtell.stats.placement import body_mask
+from voxtell.stats.qc import render_study_qc
 from voxtell.stats.study import StudyStatsConfig, compute_study_stats
 
 SHAPE = (512, 512, 300)
@@ -79,12 +84,20 @@ def main() -> None:
         t_mask = min(_timed(lambda: np.asanyarray(nib.load(root / f"{prompts[-1]['prompt_id']}.nii.gz").dataobj)) for _ in range(2))
         cfg = StudyStatsConfig(workers=args.workers)
         t_study = min(_timed(lambda: compute_study_stats(root / "image.nii.gz", root, config=cfg)) for _ in range(2))
+        t_qc = _timed(lambda: render_study_qc(root / "image.nii.gz", root, root / "qc.png", modality="CT"))
+    t_body = _timed(lambda: body_mask(image, affine, "CT"))
+    rows = [{"prompt_id": f"p{i % 50}", "volume_ml": float(v), "intensity_std": float(s), "empty": False}
+            for i, (v, s) in enumerate(zip(rng.lognormal(5, 0.3, 100_000), rng.lognormal(3, 0.2, 100_000)))]
+    t_cohort = _timed(lambda: cohort_flags(rows))
     n = len(masks)
     per_mask_file = (t_study - t_img) / n
     print("from files (compute_study_stats, image read once):")
     print(f"  read image .nii.gz {t_img:.2f} s; read one mask .nii.gz {t_mask * 1e3:.0f} ms")
     print(f"  study of {n} masks {t_study:.2f} s -> {n / t_study:.2f} masks/s incl. image, "
           f"{1 / per_mask_file:.2f} masks/s excl. image ({per_mask_file * 1e3:.0f} ms/mask)")
+
+    print(f"QC: body mask {t_body:.2f} s/study (in the study time above); pictures {t_qc / len(masks) * 1e3:.0f} ms/mask "
+          f"(image read included); cohort flags {t_cohort:.2f} s per 100,000 rows of 50 prompts")
 
     patches = patches_per_study()
     tflop = patches * TFLOP_PER_PROMPT_PATCH

@@ -108,6 +108,7 @@ def run_segment_shard(
         if conv is None:
             raise FileNotFoundError(f"{task.convert_status} is missing; the convert step did not finish")
         if not st.is_ok(conv):
+            marker.unlink(missing_ok=True)  # the marker vouches for a result; there is none now
             record = st.skipped(task.study_id, STAGE, conv)
             st.write(status_path, record)
             summary.add(record, reused=False)
@@ -115,12 +116,14 @@ def run_segment_shard(
         try:
             chosen = select_prompts(fixed_prompts, read_findings(task.findings), max_prompts)
         except Exception as exc:  # a damaged findings file is this study's problem
+            marker.unlink(missing_ok=True)
             record = st.study_error(task.study_id, STAGE, exc)
             st.write(status_path, record)
             summary.add(record, reused=False)
             continue
         prompts, warnings = chosen.prompts, chosen.warnings()
         if not prompts:
+            marker.unlink(missing_ok=True)
             record = st.skipped(task.study_id, STAGE, None,
                                 "no prompts: no fixed prompts are configured and the report has no affirmed findings")
             st.write(status_path, record)

@@ -87,6 +87,7 @@ def run_stats_shard(
         if not st.is_ok(seg):
             for name in (STATS_NAME, QC_NAME):
                 (out_dir / name).unlink(missing_ok=True)
+            marker.unlink(missing_ok=True)  # the marker vouches for a result; there is none now
             record = st.skipped(task.study_id, STAGE, seg, seg["message"])
             st.write(status_path, record)
             summary.add(record, reused=False)

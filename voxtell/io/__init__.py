@@ -7,7 +7,8 @@ Public API (imported lazily so that ``voxtell --help`` does not import pydicom o
 (``dicom_ref.json``), ``draw_rt_references`` (RT objects of a study folder),
 ``convert_companion_pet`` (PET/CT); ``load_nifti``, ``open_image``, ``read_voxels``, ``save_nifti_atomic``,
 ``nifti_stem`` (NIfTI); ``atomic_path``, ``write_json_atomic``, ``write_text_atomic``
-(atomic writes); typed errors (errors).
+(atomic writes); ``check_header``, ``check_voxels``, ``check_image``, ``check_image_file``
+(the one usable-volume check, volume); typed errors (errors).
 """
 
 from __future__ import annotations
@@ -28,6 +29,12 @@ _EXPORTS = {
     "DicomError": "errors", "NoImageSeriesError": "errors", "NoUsableSeriesError": "errors",
     "CorruptDicomError": "errors", "InconsistentSeriesError": "errors", "MissingSlicesError": "errors",
     "ConversionError": "errors", "SuvError": "errors", "RTStructError": "errors", "NiftiError": "errors",
+    "HeaderValueError": "errors", "MultiFrameError": "errors", "MixedStudyError": "errors",
+    "ImplausibleValuesError": "errors", "VolumeError": "errors", "VolumeShapeError": "errors",
+    "VolumeGeometryError": "errors", "NonFiniteVolumeError": "errors", "EmptyVolumeError": "errors",
+    "check_study": "dicom_index",
+    "check_header": "volume", "check_voxels": "volume", "check_image": "volume", "check_image_file": "volume",
+    "VolumeLimits": "volume",
 }
 
 __all__ = sorted(_EXPORTS)

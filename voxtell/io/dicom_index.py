@@ -649,10 +649,12 @@ def _pixel_data_truncated(path: Path, ds) -> bool:
 
 
 def _int_or_none(value) -> int | None:
+    """An IS value (series, acquisition, instance number); None when blank, malformed or beyond IS's range."""
     try:
-        return int(float(value)) if value not in (None, "") else None
+        number = int(float(value)) if value not in (None, "") else None
     except (TypeError, ValueError, OverflowError):
         return None
+    return number if number is None or abs(number) < 2**31 else None
 
 
 def _float_or_none(value) -> float | None:
@@ -785,6 +787,12 @@ def series_geometry(series: Series, rel_tol: float = 0.01) -> SeriesGeometry:
         raise InconsistentSeriesError(
             f"series {name} mixes image sizes {sorted(sizes)} or pixel spacings "
             f"{sorted(spacings)}; export each reconstruction as its own series"
+        )
+    layouts = {(i.bits_stored, i.pixel_signed) for i in insts}
+    if len(layouts) > 1:
+        raise HeaderValueError(
+            f"{series.label} changes BitsStored/PixelRepresentation from slice to slice ({sorted(layouts, key=str)}); "
+            "the slices' bytes mean different numbers: re-export the series"
         )
     rescales = {(i.rescale_slope, i.rescale_intercept) for i in insts}
     if len(rescales) > 1 and series.modality not in ("PT", "NM"):

@@ -46,6 +46,33 @@ def _chosen_frame(dicom_dir: Path, convert_dir: Path, index) -> str:
     return ""
 
 
+def _attenuation_corrected(series_list: list) -> tuple[list, list[str]]:
+    """Keep PET series whose CorrectedImage names ATTN: SUV of non-attenuation-corrected
+    images is not quantitative. A series without CorrectedImage is kept, with a warning."""
+    import pydicom
+
+    kept, unknown, dropped = [], [], []
+    for series in series_list:
+        try:
+            ds = pydicom.dcmread(series.first.path, stop_before_pixels=True, specific_tags=["CorrectedImage"])
+            corrected = {str(v).upper() for v in (ds.get("CorrectedImage") or [])}
+        except (OSError, ValueError, TypeError, AttributeError):
+            corrected = set()
+        if "ATTN" in corrected:
+            kept.append(series)
+        elif corrected:
+            dropped.append(series)
+        else:
+            unknown.append(series)
+    warnings = []
+    if dropped:
+        warnings.append(f"{len(dropped)} PET series without attenuation correction (CorrectedImage lacks ATTN) not used for SUV")
+    if not kept and unknown:
+        warnings.append("the PET series does not say whether it is attenuation-corrected (no CorrectedImage); SUV assumes it is")
+        kept = unknown
+    return kept, warnings
+
+
 def convert_companion_pet(dicom_dir: str | os.PathLike, convert_dir: str | os.PathLike) -> PetCompanion:
     """Convert the PET series that shares the converted CT's Frame of Reference (see module docstring)."""
     from voxtell.io.convert import convert_study
@@ -66,6 +93,9 @@ def convert_companion_pet(dicom_dir: str | os.PathLike, convert_dir: str | os.Pa
             f"{len(pets)} PET series in the study, none in the CT's frame of reference "
             f"{frame or '(unknown)'}; no SUV statistics (register the PET to the CT first)",
         ))
+    same, ac_warnings = _attenuation_corrected(same)
+    if not same:
+        return PetCompanion(None, None, tuple(ac_warnings))
     scratch = Path(tempfile.mkdtemp(prefix=".pet-", dir=conv))
     try:
         for series in same:  # only the PET series of this frame take part in the selection
@@ -83,7 +113,7 @@ def convert_companion_pet(dicom_dir: str | os.PathLike, convert_dir: str | os.Pa
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     record = json.loads(res.series_json_path.read_text(encoding="utf-8"))
-    warnings = [f"PET: {w}" for w in (record.get("suv") or {}).get("warnings", [])]
+    warnings = ac_warnings + [f"PET: {w}" for w in (record.get("suv") or {}).get("warnings", [])]
     if len(same) > 1:
         warnings.append(f"{len(same)} PET series share the CT's frame of reference; used {res.series_uid} ({res.selection_reason})")
     log.info("PET %s converted to SUVbw beside the CT (factor %.6g)", res.series_uid, res.suv_factor or 1.0)

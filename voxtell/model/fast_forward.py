@@ -134,31 +134,30 @@ def conv_same_(x: Tensor, weight: Tensor, bias: Tensor | None, add: Tensor | Non
     """``x <- conv3d(x, weight, bias, stride 1, same padding) [+ add]``, written into ``x``.
 
     Needs as many output as input channels and odd kernels. The first axis is processed in
-    slabs; each slab's input window is a copy that also holds the original rows the next
-    slab needs above it, so only one slab (plus its halo) is ever held twice.
+    slabs that read ``x`` directly; a slab's output is written back only after the next
+    slab has been computed (which reads its last rows), so at most two output slabs are
+    held besides ``x``.
     """
     if weight.shape[0] != x.shape[1] or weight.shape[1] != x.shape[1]:
         raise ValueError(f"conv_same_ needs a square weight, got {tuple(weight.shape)} for {x.shape[1]} channels")
     r0, r1, r2 = (k // 2 for k in weight.shape[2:])
     depth = x.shape[2]
     step = max(_slab_rows(x), r0)
-    above: Tensor | None = None  # original rows [a - r0, a) of the current slab start a
+    pending: tuple[int, int, Tensor] | None = None  # an output slab not yet written back
     for a in range(0, depth, step):
         b = min(a + step, depth)
-        below_end = min(b + r0, depth)
-        parts = [x[:, :, a:below_end]] if above is None else [above, x[:, :, a:below_end]]
-        pad_lo, pad_hi = (r0 if above is None else 0), r0 - (below_end - b)
-        window = torch.cat(parts, dim=2) if len(parts) > 1 else parts[0]
-        if pad_lo or pad_hi:
-            window = F.pad(window, (0, 0, 0, 0, pad_lo, pad_hi))
-        elif window.data_ptr() == x.data_ptr():  # a single slab: the window must not alias x
-            window = window.clone(memory_format=CL)
+        lo, hi = max(a - r0, 0), min(b + r0, depth)
+        window = x[:, :, lo:hi]
+        if lo > a - r0 or hi < b + r0:  # at the volume's ends: zero rows, as the padding would be
+            window = F.pad(window, (0, 0, 0, 0, lo - (a - r0), b + r0 - hi))
         out = F.conv3d(window, weight, bias, padding=(0, r1, r2))
-        # window row j is original row a - r0 + j; keep rows [b - r0, b) for the next slab
-        above = window[:, :, b - a:b - a + r0] if r0 else None
         if add is not None:
             out += add[:, :, a:b]
-        x[:, :, a:b] = out
+        if pending is not None:
+            x[:, :, pending[0]:pending[1]] = pending[2]
+        pending = (a, b, out)
+    if pending is not None:
+        x[:, :, pending[0]:pending[1]] = pending[2]
     return x
 
 

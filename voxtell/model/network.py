@@ -210,7 +210,8 @@ class VoxTellNetwork(nn.Module):
         self.transformer_decoder = PromptDecoder(
             q, config.transformer_heads, config.transformer_ffn, config.transformer_layers,
             config.transformer_dropout)
-        self._fast_supported = fast_forward.supported(self)
+        # Channels-last pays from about 16 channels on; narrower presets (tiny, small) run faster as modules.
+        self._fast_supported = config.features_per_stage[0] >= 16 and fast_forward.supported(self)
 
     # ------------------------------------------------------------------ public API
     @property

@@ -1,12 +1,12 @@
 """Report parsing: sections, sentences, abbreviations, negation and findings.
 
-Public API (spaCy is imported only when a pipeline is first built)::
+Public API (pure Python: the pipeline builds in milliseconds, once per process)::
 
     extract_findings(text, study_id, config) -> list[Finding]
     read_report(path) -> str
     write_findings_jsonl(findings, path)
     gets_mask(finding) -> (bool, reason)        # the one rule for which findings are segmented
-    build_pipeline(config) -> ReportPipeline   # cached: one nlp object per process
+    build_pipeline(config) -> ReportPipeline   # cached: one per process and vocabulary
 """
 
 from voxtell.reports.config import FindingsConfig

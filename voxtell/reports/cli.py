@@ -14,11 +14,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Extract finding sentences from a report (REPORT.txt -o findings.jsonl). For a cohort, "
         "list the reports in the workflow's samples table (report column) and run `snakemake findings`.",
     )
-    p.add_argument("report", type=Path, help="report text file (UTF-8; Latin-1 is decoded with a warning)")
+    p.add_argument("report", type=Path, help="report text file (UTF-8/16/32 with or without BOM; Latin-1 with a warning)")
     p.add_argument("-o", "--output", type=Path, required=True, help="findings .jsonl")
     p.add_argument("--study-id", help="study id for finding ids (default: the report file name without suffix)")
     p.add_argument("--vocabulary", type=Path, help="concept vocabulary TSV (default: config/concepts.tsv)")
-    p.add_argument("--spacy-model", help="installed scispaCy model to use (e.g. en_core_sci_sm); default: blank English")
+    p.add_argument("--spacy-model", help=argparse.SUPPRESS)  # no longer used; kept so old scripts run
     p.add_argument("--omit-negated", action="store_true", help="leave negated/normal/resolved statements out")
     p.set_defaults(func=_run)
 

@@ -1,8 +1,8 @@
 """Settings of finding extraction, as one frozen dataclass.
 
 A cohort run uses one config for every study, so the config (with the vocabulary's hash)
-is what makes two runs comparable; it is hashable so that the spaCy pipeline built for it
-can be cached per process.
+is what makes two runs comparable; it is hashable so that the pipeline built for it can be
+cached per process.
 """
 
 from __future__ import annotations
@@ -22,9 +22,8 @@ class FindingsConfig:
     """How reports are turned into findings.
 
     vocabulary: TSV of concepts (see ``config/concepts.tsv``); None = the shipped one.
-    spacy_model: name or path of an installed scispaCy model (e.g. ``en_core_sci_sm``);
-        None = ``spacy.blank("en")`` with scispaCy's tokenizer and pysbd sentence splitter.
-        A configured model that is not installed is logged and the blank pipeline is used.
+    spacy_model: no longer used (kept so that existing configurations load); a value is
+        ignored with a warning - findings have their own tokenizer, stemmer and splitter.
     keep_sections: canonical section names whose sentences are analysed.
     keep_negated: keep negated/normal/resolved/historical statements (``negated=True``);
         False omits them from the output.
@@ -32,8 +31,8 @@ class FindingsConfig:
         report, e.g. "right upper lobe (RUL)") by their long form in prompts.
     max_chars: only the first ``max_chars`` characters of a report are analysed (a warning
         is logged beyond that) so that a pathological input finishes in bounded time.
-    max_block_chars: paragraphs longer than this are cut at white space before sentence
-        splitting (pysbd is super-linear on very long paragraphs).
+    max_block_chars: paragraphs longer than this are cut at sentence ends or white space
+        before sentence splitting, so that one pathological paragraph stays bounded.
     duplicate_similarity: token-set similarity (0-1) above which a later finding is linked
         to an earlier one as its near-duplicate.
     """

@@ -3,9 +3,13 @@
 A finding is a sentence (or list item) in a findings-like section that names a lesion or
 radiotherapy target from the vocabulary. It is *present* (``negated=False``) when at least
 one such concept is asserted present; otherwise it is kept with ``negated=True`` (and its
-``assertion``: negated, normal, resolved or historical) so that a research table can
-count what was ruled out - set ``keep_negated=False`` to omit those. Sentences that only
-name anatomy ("The liver is normal in size") and recommendations are not findings.
+``assertion``: negated, normal, resolved, historical or hypothetical) so that a research
+table can count what was ruled out - set ``keep_negated=False`` to omit those. Sentences
+that only name anatomy ("The liver is normal in size") are not findings; a recommendation
+clause is cut off a finding sentence ("4 mm nodule; ultrasound is recommended"), and a
+sentence that is only a recommendation is dropped. A bare size under a subheading
+("Axillary right: 58 x 32 mm") is a finding; a short question before any header
+("Metastasis?") is the request, not a finding.
 
 Organ-system subheadings ("Mediastinum and lymph nodes:", "LIVER:") are never findings;
 the sentences under them are. A prompt starts with the subheading ("Liver: There is a 2 cm
@@ -14,7 +18,9 @@ where, and the subheading could only mislead ("aortocaval node" under "Mediastin
 lymph nodes:"). Its finding concepts carry over to the sentences below only for a list lead
 ("Pulmonary nodules:" above "- RUL 11 mm") or a subheading that names nothing but findings
 ("Lymph nodes: subcarinal 15 mm"), and then only to a sentence with a concept or a size.
-The workflow segments findings with ``negated == False`` and ``duplicate_of is None``.
+Which findings get a mask is decided by :func:`gets_mask` alone (present, not a duplicate).
+``finding_id`` hashes the normalised sentence (see :func:`finding_ids`), so an unchanged
+sentence keeps its id when the rest of the report changes.
 """
 
 from __future__ import annotations
@@ -30,10 +36,10 @@ from typing import Any
 from voxtell.reports.config import FindingsConfig
 from voxtell.reports.context import NEGATED, PRE, UNCERTAIN, assert_spans, find_triggers
 from voxtell.reports.measurements import parse_measurements_mm
-from voxtell.reports.vocabulary import Concept
-from voxtell.reports.pipeline import ConceptMatch, ReportPipeline, build_pipeline, defined_abbreviations, split_sentences, tokenize
+from voxtell.reports.pipeline import ConceptMatch, ReportPipeline, build_pipeline, defined_abbreviations, split_sentences
 from voxtell.reports.sections import split_blocks
 from voxtell.reports.textio import analysis_text
+from voxtell.reports.vocabulary import Concept
 
 log = logging.getLogger(__name__)
 
@@ -183,9 +189,14 @@ def extract_findings(text: str, study_id: str, config: FindingsConfig | None = N
             continue  # nothing segmentable: skip sentence splitting
         if "(" in block_text:
             abbreviations.update(defined_abbreviations(block_text))
+        previous: tuple[ConceptMatch, ...] = ()  # findings of the last present sentence of this paragraph
         for s0, s1 in split_sentences(block_text):
-            item = _analyse_sentence(s0, s1, matches, work, block.start, block.section, config, context, size_concept)
+            item = _analyse_sentence(s0, s1, matches, work, block.start, block.section, config, context, size_concept,
+                                     previous)
             if item is not None:
+                named = item.pop("named")
+                if not item["negated"]:
+                    previous = named
                 item["block"] = block_no
                 raw.append(item)
     findings: list[Finding] = []
@@ -239,10 +250,15 @@ _NON_WORD = re.compile(r"[^a-z]+")
 _UNITS = frozenset("mm cm x by and diameter axis short long".split())
 
 
+_SINGLE_CM = re.compile(r"^\s*\d+(?:[.,]\d+)?\s*cm\b", re.IGNORECASE)
+
+
 def _measurement_only(sentence: str) -> bool:
-    """"58 x 32 mm (IMA 3-38)": a size and nothing else (parentheses, units, numbers)."""
-    words = [w for w in _NON_WORD.split(_PAREN.sub(" ", sentence.lower())) if w and w not in _UNITS]
-    return len(words) <= 1
+    """"58 x 32 mm (IMA 3-38)", "9 mm": a lesion size and nothing else (parentheses, units,
+    numbers); a single length in cm ("Spleen: 11 cm") is an organ's size, not a lesion's."""
+    bare = _PAREN.sub(" ", sentence)
+    words = [w for w in _NON_WORD.split(bare.lower()) if w and w not in _UNITS]
+    return not words and not (_SINGLE_CM.match(bare) and len(parse_measurements_mm(bare)) == 1)
 
 
 def _is_question(sentence: str, section: str) -> bool:
@@ -250,12 +266,18 @@ def _is_question(sentence: str, section: str) -> bool:
     return section == "body" and sentence.rstrip().endswith("?") and len(sentence.split()) <= 4
 
 
+_ANAPHOR = re.compile(r"^\s*(?:this|it|these|they|which|the (?:mass|lesion|nodule|tumou?r|collection|cyst))\b",
+                      re.IGNORECASE)
+
+
 def _analyse_sentence(s0: int, s1: int, matches: list[ConceptMatch], work: str, offset: int, section: str,
                       config: FindingsConfig, context: _Context | None = None,
-                      size_concept: Concept | None = None) -> dict | None:
+                      size_concept: Concept | None = None, previous: tuple[ConceptMatch, ...] = ()) -> dict | None:
     """A finding dict for the sentence ``[s0, s1)`` of a block, or None; ``context`` is the
     subheading or list lead above the sentence ("Liver:" / "Pulmonary nodules:" above "- RUL 11 mm");
-    a bare size under a subheading ("Axillary right: 58 x 32 mm") is a finding of ``size_concept``."""
+    a bare size under a subheading ("Axillary right: 58 x 32 mm") is a finding of ``size_concept``;
+    ``previous`` holds the findings of the paragraph's last present sentence, which "the
+    lesion" and "This measured 5 x 4 cm" refer back to."""
     if s1 <= s0:
         return None
     sentence = work[offset + s0 : offset + s1].replace("\n", " ")
@@ -269,7 +291,7 @@ def _analyse_sentence(s0: int, s1: int, matches: list[ConceptMatch], work: str, 
     sizes = parse_measurements_mm(sentence[:end])
     # a bare ambiguous word ("the primary service", "the lesion") counts only next to a site,
     # a size or another finding
-    anchored = bool(sizes) or any(not m.ambiguous for m in inside)
+    anchored = bool(sizes) or bool(previous) or any(not m.ambiguous for m in inside)
     inside = [m for m in inside if anchored or not m.ambiguous]
     assertions = assert_spans(sentence[:end], [(m.start - s0, m.end - s0) for m in inside])
     pairs = list(zip(inside, assertions))
@@ -286,6 +308,9 @@ def _analyse_sentence(s0: int, s1: int, matches: list[ConceptMatch], work: str, 
     if not own_finding and not inherited and context is not None and size_concept is not None and sizes \
             and _measurement_only(sentence[:end]):
         inherited = [(ConceptMatch(s0, s0, size_concept, False), assert_spans(sentence[:end], [(0, end)])[0])]
+    if not own_finding and not inherited and previous and sizes and _ANAPHOR.match(sentence):
+        assertion = assert_spans(sentence[:end], [(0, end)])[0]
+        inherited = [(ConceptMatch(s0, s0, m.concept, m.abbreviation), assertion) for m in previous]
     if not own_finding and not inherited:
         return None
     prefix = ""
@@ -295,7 +320,7 @@ def _analyse_sentence(s0: int, s1: int, matches: list[ConceptMatch], work: str, 
     # under "Mediastinum and lymph nodes:") and the subheading would only mislead the model
     context_anatomy = [m.concept.name for m in context.anatomy] if context is not None else []
     extra: list[str] = []
-    if inherited or (context_anatomy and not any(not m.concept.is_finding for m in inside)):
+    if context is not None and (inherited or (context_anatomy and not any(not m.concept.is_finding for m in inside))):
         prefix = context.text + ": "
         extra = context_anatomy
     pairs = inherited + pairs
@@ -329,6 +354,7 @@ def _analyse_sentence(s0: int, s1: int, matches: list[ConceptMatch], work: str, 
         "concepts": concepts,
         "measurements_mm": tuple(parse_measurements_mm(prompt_text)),
         "context": frozenset(concepts).union(context_anatomy),  # for duplicate links only
+        "named": tuple(m for m in named if m.concept.is_finding),  # for the sentences after it
     }
 
 

@@ -72,7 +72,7 @@ _LIST_MARKER = re.compile(r"[ \t]*(?:[-*\u2022\u00b7\u2023\u25aa\u2013\u25cf>]|\
 _HEADER = re.compile(r"(?P<h>[A-Za-z][A-Za-z /&()\-]{0,48}?)[ \t]*(?::|[ \t][-\u2013][ \t]|$)")
 _LABEL = re.compile(r"[A-Za-z][A-Za-z0-9 /&()_\-]{0,38}:[ \t]")
 #: "Lungs and pleura:", "LIVER:", "Head and neck:" at the start of a line (after a list marker).
-_SUBHEADING = re.compile(r"(?P<label>[A-Za-z][A-Za-z ,/&()'\-]{0,44}?)[ \t]*:(?=[ \t]|$)")
+_SUBHEADING = re.compile(r"(?P<label>[A-Za-z][A-Za-z0-9 ,/&()'\-]{0,44}?)[ \t]*:(?=[ \t]|$)")
 #: Radiotherapy target labels stay part of the sentence ("GTV: 1.9 cm nodule", "CTV-HR: ...").
 _TARGET_LABEL = re.compile(r"(?:[GCPI]TV|IGTV|boost)\w*(?:[ _\-]\w+){0,3}", re.IGNORECASE)
 #: Words that make a "label:" a clause ("There are two lesions:"), not a subheading.
@@ -138,10 +138,33 @@ def subheading_span(work: str, offset: int, line_end: int) -> tuple[int, int] | 
     return m.start("label"), m.start("label") + len(label)
 
 
+#: A header inside a line: after 2+ spaces (fixed-width exports) or after a sentence end.
+_INLINE_HEADER = re.compile(r"(?:(?<=\S)[ \t]{2,}|(?<=[.!?])[ \t]+)(?P<h>[A-Za-z][A-Za-z /&()\-]{2,40}?)[ \t]*:(?=[ \t])")
+
+
+def break_inline_headers(work: str) -> str:
+    """Same-length copy where a known section header inside a line starts a new line.
+
+    "HISTORY: pain.  FINDINGS: 2 cm mass." and "... weight loss. Findings: ..." are two
+    sections; the space before the header becomes a line break (offsets do not move).
+    """
+    chars = None
+    for m in _INLINE_HEADER.finditer(work):
+        phrase = m.group("h")
+        if header_section(phrase) is None or not (phrase[0].isupper()):
+            continue
+        if chars is None:
+            chars = list(work)
+        chars[m.start("h") - 1] = "\n"
+    return work if chars is None else "".join(chars)
+
+
 def split_blocks(work: str, max_block_chars: int = 4_000) -> list[Block]:
     """Split the working text into blocks with their section (see module docstring)."""
+    original, work = work, break_inline_headers(work)
     blocks: list[Block] = []
     section = "body"
+    inline_preamble = False  # "... CLINICAL HISTORY: pain." inside a line: ends with that line
     cur: list | None = None  # [start, end, label, label_above]
     cur_kind = "paragraph"
     prev_line = ""
@@ -165,6 +188,10 @@ def split_blocks(work: str, max_block_chars: int = 4_000) -> list[Block]:
         start = pos
         pos = line_end + 1
         stripped = line.strip()
+        joined = start > 0 and original[start - 1] != "\n"  # a line break made by break_inline_headers
+        if inline_preamble and not joined:
+            flush()
+            section, inline_preamble = "body", False
         if not stripped:
             flush()
             if above_used:
@@ -186,6 +213,7 @@ def split_blocks(work: str, max_block_chars: int = 4_000) -> list[Block]:
                 blocks.remove(title)  # "MRI brain tumour protocol" was the report's title
             title = None
             section = new_section
+            inline_preamble = joined and section in _PREAMBLE
             above = None
             offset = header.end()
             while offset < line_end and work[offset] in " \t":

@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 
 from voxtell.io.atomic import atomic_path
 from voxtell.prompts import prompt_id
+from voxtell.reports.findings import gets_mask
 from voxtell.stats.study import load_findings, report_diameter
 
 log = logging.getLogger(__name__)
@@ -48,28 +49,6 @@ _FIELDS: list[tuple[str, pa.DataType, str]] = [
 FINDINGS_SCHEMA = pa.schema(
     [pa.field(n, t, metadata={"description": d}) for n, t, d in _FIELDS], metadata={"voxtell.table": "findings"}
 )
-
-
-def gets_mask(finding: Mapping[str, Any]) -> tuple[bool, str | None]:
-    """The workflow's rule for which findings get a mask, with the reason when not.
-
-    The rule has one owner (``voxtell.reports.findings.gets_mask``); until it exists this
-    falls back to ``voxtell.cohort.prompts.segmentable`` and names the reason itself."""
-    try:
-        from voxtell.reports.findings import gets_mask as owner  # type: ignore[attr-defined]
-    except ImportError:
-        owner = None
-    if owner is not None:
-        return owner(dict(finding))
-    from voxtell.cohort.prompts import segmentable
-
-    if segmentable(dict(finding)):
-        return True, None
-    if finding.get("negated"):
-        return False, f"not affirmed ({finding.get('assertion') or 'negated'})"
-    if finding.get("duplicate_of") is not None:
-        return False, f"repeats finding {finding['duplicate_of']}"
-    return False, "no text to segment"
 
 
 def findings_rows(findings_files: Mapping[str, str | Path], stats: pa.Table) -> list[dict[str, Any]]:

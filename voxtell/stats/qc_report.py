@@ -32,10 +32,10 @@ from voxtell.io.atomic import write_text_atomic
 from voxtell.stats.flags import CODES
 from voxtell.stats.qc import MASK_RGB, REFERENCE_RGB
 
-_CSS = """body{font-family:sans-serif;margin:1em 1.5em;color:#222}table{border-collapse:collapse;font-size:13px}
+_CSS = """body{font-family:sans-serif;margin:1em 1.5em;color:#222}table{border-collapse:collapse;font-size:12px}
 td,th{border:1px solid #ccc;padding:2px 6px;text-align:right;vertical-align:top}th{background:#eee}td.l,th.l{text-align:left}
-#review th{cursor:pointer;user-select:none;position:sticky;top:0}#review th.asc::after{content:" \\25B2"}
-#review th.desc::after{content:" \\25BC"}#review td.s{max-width:36em;text-align:left;white-space:nowrap;overflow:hidden;
+#review td,#review th{white-space:nowrap}#review th{cursor:pointer;user-select:none;position:sticky;top:0}#review th.asc::after{content:" \\25B2"}
+#review th.desc::after{content:" \\25BC"}#review td.s{max-width:22em;text-align:left;white-space:nowrap;overflow:hidden;
 text-overflow:ellipsis}tr.flagged td{background:#fff3f0}.flag{display:inline-block;background:#c0392b;color:#fff;
 border-radius:3px;padding:0 4px;margin:0 2px 1px 0;font-size:11px}details summary{cursor:pointer;color:#06c}
 .grid{display:flex;flex-wrap:wrap;gap:10px}.grid figure{margin:0;font-size:12px}.fail{color:#b00}
@@ -65,6 +65,7 @@ text.addEventListener('input',filter);only.addEventListener('change',filter);fil
 
 _COLUMNS = ["review", "flags", "study", "prompt / sentence", "source", "volume mL", "long axis mm",
             "report mm", "Dice", "HD95 mm", "mask", "picture"]
+_LEFT = ("review", "flags", "study", "prompt / sentence", "source", "mask", "picture")
 
 
 def _png_b64(fig) -> str:
@@ -145,7 +146,7 @@ def _legend() -> str:
 def _review_table(rows: list[dict], page_dir: Path, panels: Mapping[str, Path], study_href,
                   max_pictures: int | None) -> str:
     out = ['<table id="review"><thead><tr>' + "".join(
-        f'<th class="{"l" if c in ("flags", "study", "prompt / sentence", "source", "mask", "picture") else ""}">'
+        f'<th class="{"l" if c in _LEFT else ""}">'
         f"{html.escape(c)}</th>" for c in _COLUMNS) + "</tr></thead><tbody>"]
     pictures = 0
     for r in rows:
@@ -157,7 +158,7 @@ def _review_table(rows: list[dict], page_dir: Path, panels: Mapping[str, Path], 
         dice, dice_v = _num(r.get("dice"), 3)
         hd, hd_v = _num(r.get("hd95_mm"), 1)
         mask = _link(r.get("mask_path"), page_dir)
-        mask_cell = f'<a href="{html.escape(mask)}">{html.escape(Path(mask).name)}</a>' if mask else ""
+        mask_cell = f'<a href="{html.escape(mask)}" title="{html.escape(Path(mask).name)}">mask</a>' if mask else ""
         png = _panel_path(panels, r["study_id"], r["prompt_id"])
         picture = ""
         if png is not None and (max_pictures is None or pictures < max_pictures):
@@ -253,7 +254,7 @@ def write_cohort_html(
              f"<p><b>{n_flagged}</b> of {len(rows)} masks need review ({len({r['study_id'] for r in rows})} studies); "
              f'<a href="#failures">{len(failed)} failed stage(s)</a>. {_legend()}</p>',
              '<div class="bar"><input id="filter" type="search" placeholder="filter (study, flag, text...)">'
-             '<label><input id="flagged" type="checkbox"> flagged only</label> <span id="shown"></span> shown; '
+             '<label><input id="flagged" type="checkbox"> flagged only</label> (<span id="shown"></span> shown); '
              "click a column header to sort</div>",
              _review_table(ordered, out.parent, panels, study_href, max_pictures)]
 

@@ -30,14 +30,18 @@ DRAGON_FILES = {  # unique radiology reports (several tasks share one report)
 }
 
 
-def medpix(path: Path, n: int = 85) -> None:
-    """``n`` cases spread over the id range, with 80-700 characters of findings (all that mention PET)."""
+def medpix(path: Path, n: int = 85, extra: int = 30) -> None:
+    """``n`` cases spread over the id range, with 80-700 characters of findings (all that mention
+    PET), then ``extra`` more from between them."""
     cases = sorted(json.loads(path.read_text()), key=lambda c: c["U_id"])
     usable = [c for c in cases if 80 <= len((c["Case"].get("Findings") or "").strip()) <= 700]
     pet = [c for c in usable if "PET" in c["Case"]["Findings"]]
     rest = [c for c in usable if c not in pet]
     step = len(rest) / (n - len(pet))
     chosen = pet + [rest[int(i * step)] for i in range(n - len(pet))]
+    # a second draw (labelled later): the cases half-way between those of the first
+    left = [c for c in rest if c not in chosen]
+    chosen += [left[int((i + 0.5) * len(left) / extra)] for i in range(extra)]
     for c in chosen:
         mod = ("ct" if c["TAC"] else "") + ("mr" if c["MRI"] else "")
         hist = " ".join((c["Case"].get("History") or "").split())

@@ -1,1 +1,0 @@
-findings.post-deploy.sh
