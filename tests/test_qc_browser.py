@@ -207,3 +207,49 @@ def test_qc_page_in_chromium(browser, qc_page):
     assert len(shot["data"]) > 1000
     new_errors = [e for e in b.events if e.get("method") == "Runtime.exceptionThrown"]
     assert not new_errors, new_errors
+
+
+@pytest.mark.slow  # segments the demo cohort with the demo model (shared with test_flags_seeded)
+def test_demo_cohort_through_the_stages_in_chromium(tmp_path_factory, browser):
+    """The stats and aggregate stages on the segmented demo cohort: the flags reach the
+    cohort table, findings.parquet and the page, whose flagged rows all fit the first screen."""
+    import pyarrow.parquet as pq
+
+    from voxtell.cohort import status as st
+    from voxtell.cohort.stage_aggregate import run_aggregate
+    from voxtell.cohort.stage_stats import StatsTask, run_stats_shard
+
+    from test_qc_support import demo_cohort
+
+    demo = demo_cohort(tmp_path_factory)
+    work = tmp_path_factory.mktemp("demo_stages")
+    tasks = []
+    for s in demo.studies:
+        st.write(s.masks / "status.json", st.ok(s.study_id, "segment"))
+        tasks.append(StatsTask(s.study_id, str(s.masks), str(s.reference), str(work / "stats" / s.study_id)))
+    summary = run_stats_shard("000", tasks, work / "stats" / "shards" / "000.json")
+    assert summary["counts"]["ok"] == len(tasks)
+    run_aggregate([work / "stats" / t.study_id / "stats.parquet" for t in tasks],
+                  [work / "stats" / t.study_id / "status.json" for t in tasks], work / "cohort",
+                  config_hash="test", model_sha256=None,
+                  qc_pngs={t.study_id: str(work / "stats" / t.study_id / "qc.png") for t in tasks},
+                  findings_files={s.study_id: str(s.findings) for s in demo.studies})
+    stats = pq.read_table(work / "cohort" / "stats.parquet").to_pylist()
+    findings = pq.read_table(work / "cohort" / "findings.parquet").to_pylist()
+    masked = {(r["study_id"], r["prompt_id"]) for r in stats if r["source"] == "finding"}
+    assert {(f["study_id"], f["prompt_id"]) for f in findings if f["prompt_id"]} == masked
+    assert all(f["no_mask_reason"] for f in findings if not f["prompt_id"])
+    assert all(r["needs_review"] for r in stats if r["source"] == "finding" and (r["dice"] or 0) < 0.1)
+    assert sorted(p.name for p in (work / "cohort" / "qc").iterdir()) == [f"{s.study_id}.html" for s in demo.studies]
+
+    b = browser
+    b.page("Page.navigate", {"url": (work / "cohort" / "qc.html").resolve().as_uri()})
+    b.wait_for("Page.loadEventFired")
+    rows = b.js("""Array.from(document.querySelectorAll('#review tbody tr')).map(r => ({
+        flagged: r.classList.contains('flagged'), bottom: r.getBoundingClientRect().bottom}))""")
+    flagged = [r for r in rows if r["flagged"]]
+    print(f"\n{len(flagged)} of {len(rows)} rows flagged; last flagged row ends at {flagged[-1]['bottom']:.0f} px "
+          f"of a {SCREEN[1]} px screen")
+    assert len(flagged) == sum(r["needs_review"] for r in stats) >= 10
+    assert all(r["bottom"] <= SCREEN[1] for r in flagged)
+    assert not [e for e in b.events if e.get("method") == "Runtime.exceptionThrown"]

@@ -277,6 +277,9 @@ def render_study_qc(
         if max_masks is not None and len(rows) >= max_masks:
             break
 
+    for old in panels.glob("*.png"):  # pictures of prompts the study no longer has
+        if old.name[: -len(".png")] not in seen:
+            old.unlink()
     width = rows[0][1].shape[1] if rows else 3 * PANEL_PX + 8
     head = (title or str(manifest.get("study_id") or Path(masks).name)) + f"   [{modality}, window {img.window[0]:g}..{img.window[1]:g}]"
     blocks = [_caption(head, width)]

@@ -17,7 +17,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 import os
 from collections import defaultdict
 from datetime import datetime, timezone
