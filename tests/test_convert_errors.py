@@ -299,3 +299,13 @@ def test_nifti_input_fails_in_convert_as_segment_would_fail(case: str, tmp_path:
         with pytest.raises(InputError) as info:
             load_volume(path)
         assert type(info.value).__name__ == error
+
+
+def test_nifti_path_that_is_a_fifo_is_refused_without_opening(tmp_path: Path) -> None:
+    import os
+
+    from voxtell.io.volume import check_image_file
+
+    os.mkfifo(tmp_path / "image.nii.gz")
+    with pytest.raises(NiftiError, match="not a regular file"):
+        check_image_file(tmp_path / "image.nii.gz")  # would block forever if opened

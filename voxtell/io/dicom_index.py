@@ -362,7 +362,9 @@ def _read_instance(path: Path, salt: bytes = b"") -> tuple[str, Instance | None,
     try:
         # defer_size keeps the pixel data on disk but records where it starts and how long it is.
         ds = pydicom.dcmread(path, defer_size=1024, force=not magic)
-    except InvalidDicomError:
+    except InvalidDicomError as exc:
+        if magic:  # the DICM marker says DICOM: a damaged file, not a foreign one
+            return f"unreadable: cannot be parsed ({exc})", None, None
         return "non_dicom", None, None
     except OSError as exc:
         return f"unreadable: {exc.strerror or type(exc).__name__}", None, None

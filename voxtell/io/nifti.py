@@ -38,6 +38,8 @@ def open_image(path: str | os.PathLike, what: str = "image", error: type[VoxTell
 
     p = Path(path)
     if not p.is_file():
+        if p.exists():  # a fifo, socket or device: opening it could block forever
+            raise error(f"{what} {p} is not a regular file (a fifo, socket, device or folder); give the image file")
         raise error(f"{what} {p} does not exist; check the path (or rerun the stage that writes it)")
     try:
         img = nib.load(str(p))

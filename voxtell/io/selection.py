@@ -12,7 +12,7 @@ passed over, and written to ``series.json``.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from voxtell.errors import ConfigError
@@ -56,10 +56,8 @@ class Candidate:
     error: DicomError | None = field(default=None, repr=False)
 
     def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        for key in ("series", "geometry", "error"):
-            data.pop(key)
-        return data
+        skip = ("series", "geometry", "error")  # objects, not facts (and asdict would deep-copy every instance)
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
 
 
 @dataclass

@@ -108,19 +108,25 @@ def existing(*paths):
     return [p for p in paths if p and os.path.exists(p)]
 
 
-def revalidate(stage, shard):
-    """A shard whose studies' results no longer match their done markers (a mask or
-    per-study file deleted or changed since the run) loses its summary, so Snakemake runs
-    the shard again; inside the job only those studies are redone. Checked only for shards
-    that finished (a file stat per output), so planning a new cohort costs nothing."""
-    summary = L.shard_summary(stage, shard)
-    if not os.path.exists(summary):
+def age_stale_shards():
+    """Shards whose studies' results no longer match their done markers (a mask or per-study
+    file deleted or changed since the run, or a status record gone) get their summary's time
+    set to the epoch: older than its inputs, so Snakemake runs the shard again (mtime rerun
+    trigger) and, through it, every job downstream; inside the job only those studies are
+    redone. Runs while the Snakefile is read (Snakemake looks at file times before it calls
+    input functions) and only for shards that have finished (a file stat per output)."""
+    if not os.path.exists(config["samples"]):
         return
-    bad = stale(L.study_dir(stage, s) for s in shards()[shard])
-    if bad:
-        logger.warning(f"{stage} shard {shard}: results of {len(bad)} study(ies) changed since the run "
-                       f"(e.g. {bad[0]}); they are redone")
-        os.remove(summary)
+    for stage in ("convert", "findings", "segment", "stats"):
+        for shard, members in shards().items():
+            summary = L.shard_summary(stage, shard)
+            if not os.path.exists(summary):
+                continue
+            bad = stale(L.study_dir(stage, s) for s in members)
+            if bad:
+                logger.warning(f"{stage} shard {shard}: results of {len(bad)} study(ies) changed since the run "
+                               f"(e.g. {bad[0]}); the shard runs again and redoes them")
+                os.utime(summary, ns=(10**9, 10**9))
 
 
 # ----------------------------------------------------------------------------- model and encoder
@@ -198,7 +204,6 @@ def gpus_for_segment(wildcards):
 
 # ----------------------------------------------------------------------------- per-rule inputs
 def convert_input(wildcards):
-    revalidate("convert", wildcards.shard)
     return existing(*(samples()[s].source for s in shard_members(wildcards)))
 
 
@@ -226,7 +231,6 @@ def convert_summaries(wildcards=None):
 
 
 def findings_input(wildcards):
-    revalidate("findings", wildcards.shard)
     return existing(*(samples()[s].report for s in shard_members(wildcards)))
 
 
@@ -258,7 +262,6 @@ def embed_findings_files(wildcards):
 
 
 def segment_input(wildcards):
-    revalidate("segment", wildcards.shard)
     inputs = {
         "convert": L.shard_summary("convert", wildcards.shard),
         "settings": L.settings("segment"),
@@ -282,7 +285,6 @@ def segment_tasks(wildcards):
 
 
 def stats_input(wildcards):
-    revalidate("stats", wildcards.shard)
     inputs = {
         "settings": L.settings("stats"),
         "segment": L.shard_summary("segment", wildcards.shard),
@@ -373,3 +375,6 @@ def retrain_target(wildcards):
 def onnx_precision():
     """The ONNX graph the onnx backend uses: fp16 for fp16 inference, else fp32."""
     return "fp16" if config["segment"]["precision"] == "fp16" else "fp32"
+
+
+age_stale_shards()
