@@ -309,3 +309,33 @@ def test_nifti_path_that_is_a_fifo_is_refused_without_opening(tmp_path: Path) ->
     os.mkfifo(tmp_path / "image.nii.gz")
     with pytest.raises(NiftiError, match="not a regular file"):
         check_image_file(tmp_path / "image.nii.gz")  # would block forever if opened
+
+
+def _pad_corners(files: list[Path], values: tuple[int, ...]) -> None:
+    """Fill the corners outside the reconstruction circle with stored padding values, as scanners do."""
+    import pydicom
+
+    for f in files:
+        ds = pydicom.dcmread(f)
+        arr = ds.pixel_array.copy()
+        for k, value in enumerate(values):
+            arr[k * 4 : k * 4 + 4, :6] = value
+        ds.PixelData = arr.tobytes()
+        ds.save_as(f, enforce_file_format=True)
+
+
+def test_padding_far_below_any_hu_is_reported_not_refused(tmp_path: Path) -> None:
+    files = crop_series(tmp_path / "study")
+    _pad_corners(files, (-32768,))
+    result = convert_study(tmp_path / "study", tmp_path / "out")
+    assert any(w.startswith("padding:") and "-32768 HU" in w for w in result.warnings), result.warnings
+    truth, _ = header_volume(files)
+    got = nib.load(result.image_path).get_fdata()
+    assert np.array_equal(np.sort(got.ravel()), np.sort(truth.ravel()))  # values kept as the headers say
+
+
+def test_values_below_any_scale_that_are_not_one_padding_value_are_refused(tmp_path: Path) -> None:
+    files = crop_series(tmp_path / "study")
+    _pad_corners(files, (-32768, -20000))
+    with pytest.raises(ImplausibleValuesError, match="-32768"):
+        convert_study(tmp_path / "study", tmp_path / "out")

@@ -290,3 +290,13 @@ def test_permission_error_while_indexing_is_unreadable_not_non_dicom(tmp_path: P
     assert index.non_dicom == 0 and index.unreadable == [ct.files[3]]
     with pytest.raises(CorruptDicomError, match=rf"{ct.files[3].name} \(Permission denied\)"):
         check_study(index)
+
+
+def test_a_broken_series_passed_over_is_named_in_the_warnings(tmp_path: Path) -> None:
+    """The better series (more slices) has a bad slope: the other is converted, and the warning says why."""
+    good = _ct(tmp_path / "study" / "good", series_number=2, series_description="Good CT")
+    _ct(tmp_path / "study" / "bad", n=20, study_uid=good.study_uid, series_number=3, series_description="Broken CT",
+        tags={"RescaleSlope": "0"})
+    result = convert_study(tmp_path / "study", tmp_path / "out")
+    assert result.series_uid == good.series_uid
+    assert any("'Broken CT'" in w and "HeaderValueError" in w and "RescaleSlope is 0" in w for w in result.warnings)

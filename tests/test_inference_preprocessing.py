@@ -151,3 +151,18 @@ def test_truncated_gzip_is_unreadable(tmp_path, totalseg_dir):
     bad.write_bytes(raw[: len(raw) // 2])
     with pytest.raises(UnreadableImageError):
         preprocess(bad, PATCH)
+
+
+def test_preprocessing_applies_the_shared_volume_rule():
+    """One owner (voxtell.io.volume): the predictor raises its errors for what convert refuses."""
+    from voxtell.io import errors as io_errors
+    from voxtell.io.volume import DEFAULT_LIMITS
+
+    assert ImageDimensionError is io_errors.VolumeShapeError and AffineError is io_errors.VolumeGeometryError
+    assert NonFiniteImageError is io_errors.NonFiniteVolumeError and EmptyImageError is io_errors.EmptyVolumeError
+    one_slice = nib.Nifti1Image(np.ones((20, 20, 1), np.float32), np.eye(4))
+    with pytest.raises(ImageDimensionError, match=f"at least {DEFAULT_LIMITS.min_size} voxels"):
+        preprocess(one_slice, PATCH)
+    huge_voxels = nib.Nifti1Image(np.ones((20, 20, 20), np.float32), np.diag([1.0, 1.0, 1e6, 1.0]))
+    with pytest.raises(AffineError, match="voxel sizes"):
+        preprocess(huge_voxels, PATCH)

@@ -246,12 +246,33 @@ def _check_values(image_path: Path, modality: str, is_suv: bool, first: Instance
         return suv_range_warnings(facts.value_range[1])  # type: ignore[index]
     if modality != "CT" or is_suv:
         return []
-    lo, hi = facts.value_range  # type: ignore[misc]
+    return _ct_plausibility(raw, slope, inter, *facts.value_range)  # type: ignore[misc]
+
+
+def _ct_plausibility(raw: np.ndarray, slope: float, inter: float, lo: float, hi: float) -> list[str]:
+    """Refuse HU no scanner writes (see ``CT_HU_HARD``/``CT_HU_MEDIAN``); warn about a CT without air.
+
+    Scanners fill the corners outside the reconstructed circle with one padding value, some
+    far below -10000 HU (-32768 stored): a minimum held by a single value, with every other
+    voxel in range, is that padding; it is reported and left out of the checks.
+    """
+    from voxtell.io.volume import iter_slabs
+
+    warnings: list[str] = []
+    (hard_lo, hard_hi), (med_lo, med_hi) = CT_HU_HARD, CT_HU_MEDIAN
     flat = raw.reshape(-1, order="A")
     sample = flat[:: max(1, flat.size // 1_000_000)].astype(np.float64) * slope + inter
-    median = float(np.median(sample))
-    low_pct = float(np.percentile(sample, 0.1))
-    (hard_lo, hard_hi), (med_lo, med_hi) = CT_HU_HARD, CT_HU_MEDIAN
+    if lo < hard_lo and slope > 0:
+        pad = raw.dtype.type(round((lo - inter) / slope))
+        top = np.iinfo(raw.dtype).max if raw.dtype.kind in "iu" else np.inf
+        above = min(float(np.min(s, where=s > pad, initial=top)) for s in iter_slabs(raw))
+        if above < top and above * slope + inter >= hard_lo:
+            share = float(np.mean(sample == lo))
+            warnings.append(f"padding: {share:.0%} of voxels hold {lo:.6g} HU (outside the field of view); left out of the HU checks")
+            lo = above * slope + inter
+            sample = sample[sample != (float(pad) * slope + inter)]
+    median = float(np.median(sample)) if sample.size else lo
+    low_pct = float(np.percentile(sample, 0.1)) if sample.size else lo
     if lo < hard_lo or hi > hard_hi or not med_lo <= median <= med_hi:
         raise ImplausibleValuesError(
             f"the CT's values after rescale run from {lo:.6g} to {hi:.6g} HU with median {median:.6g} HU; no scanner "
@@ -259,11 +280,11 @@ def _check_values(image_path: Path, modality: str, is_suv: bool, first: Instance
             "RescaleSlope/RescaleIntercept or PixelRepresentation are wrong in the headers: fix the export"
         )
     if low_pct > CT_AIR_HU:
-        return [
+        warnings.append(
             f"CT has no air: 99.9% of voxels are above {low_pct:.0f} HU (median {median:.0f} HU); a small field of view "
             "can do this, a lost RescaleIntercept too: check the HU values"
-        ]
-    return []
+        )
+    return warnings
 
 
 def _check_bits_stored(raw: np.ndarray, slope: float, inter: float, lo: float, hi: float, first: Instance) -> None:

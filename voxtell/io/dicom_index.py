@@ -429,6 +429,13 @@ class _Fields:
         except Exception:
             return ""
 
+    def uid(self, keyword: str) -> str:
+        """A UID, or "" (as if blank) when it holds bytes no UID can: control characters, spaces, a second value."""
+        text = self.text(keyword)
+        if len(text) > 64 or not all(33 <= ord(c) <= 126 and c != "\\" for c in text):
+            return ""
+        return text
+
     def strings(self, keyword: str) -> tuple[str, ...]:
         value = self._value(keyword)
         if value is None or value == "":
@@ -528,8 +535,8 @@ def _instance_from_dataset(path: Path, ds, patient: str | None = None) -> tuple[
         path=path,
         modality=modality or "OT",
         sop_class_uid=sop_class,
-        series_uid=f.text("SeriesInstanceUID"),
-        frame_of_reference_uid=f.text("FrameOfReferenceUID"),
+        series_uid=f.uid("SeriesInstanceUID"),
+        frame_of_reference_uid=f.uid("FrameOfReferenceUID"),
         series_number=_int_or_none(f.text("SeriesNumber")),
         acquisition_number=_int_or_none(f.text("AcquisitionNumber")),
         instance_number=_int_or_none(f.text("InstanceNumber")),
@@ -544,7 +551,7 @@ def _instance_from_dataset(path: Path, ds, patient: str | None = None) -> tuple[
         gantry_tilt=_float_or_none(f.text("GantryDetectorTilt")) or 0.0,
         number_of_frames=frames,
         truncated=truncated,
-        study_uid=f.text("StudyInstanceUID"),
+        study_uid=f.uid("StudyInstanceUID"),
         patient_key=patient,
         acquisition_time=time,
         rescale_slope=slope,

@@ -173,7 +173,11 @@ def select_series(index: StudyIndex, policy: SelectionPolicy = SelectionPolicy()
         other.accepted = False
         other.reason = f"eligible, ranked below the chosen series ({_explain(policy, chosen, other)})"
     chosen.reason = "chosen"
-    warnings = _tie_warnings(policy, chosen, eligible[1:])
+    warnings = _tie_warnings(policy, chosen, eligible[1:]) + [
+        f"{c.series.label} ({c.modality}, {c.n_slices} slices) not used: {type(c.error).__name__}: {str(c.error)[:300]}"
+        for c in candidates
+        if c.error is not None
+    ]
     reason = (
         f"{chosen.modality} (preference {list(policy.modalities)}), {chosen.n_slices} slices, "
         f"slice spacing {chosen.slice_spacing_mm} mm, image type {'/'.join(chosen.image_type[:2]) or 'unknown'}; "

@@ -116,15 +116,9 @@ def check_voxels(array: np.ndarray, what: str = "image", slope: float = 1.0, int
         raise NonFiniteVolumeError(f"{what} has a non-finite scaling (slope {slope}, intercept {inter}); fix its header")
     if array.size == 0:
         raise VolumeShapeError(f"{what} holds no voxels")
-    # Slabs along the slowest axis in memory, so that every slab is a view (NIfTI data is Fortran-ordered).
-    axis = array.ndim - 1 if array.flags.f_contiguous and not array.flags.c_contiguous else 0
-    step = max(1, _SLAB_VOXELS // max(1, array.size // max(1, array.shape[axis])))
     lo, hi = np.inf, -np.inf
     floating = array.dtype.kind == "f"
-    for start in range(0, array.shape[axis], step):
-        index = [slice(None)] * array.ndim
-        index[axis] = slice(start, start + step)
-        slab = array[tuple(index)]
+    for slab in iter_slabs(array):
         if floating and not np.isfinite(slab).all():
             raise NonFiniteVolumeError(f"{what} contains NaN or infinite voxels; fix or mask them before segmentation")
         lo, hi = min(lo, float(slab.min())), max(hi, float(slab.max()))
@@ -134,6 +128,17 @@ def check_voxels(array: np.ndarray, what: str = "image", slope: float = 1.0, int
     if scaled[0] == 0 and scaled[1] == 0:
         raise EmptyVolumeError(f"every voxel of {what} is zero; check the conversion of this study")
     return scaled[0], scaled[1]
+
+
+def iter_slabs(array: np.ndarray):
+    """Views of about ``_SLAB_VOXELS`` voxels along the slowest axis in memory (NIfTI data is
+    Fortran-ordered), so that a pass over a volume never makes a full-size temporary."""
+    axis = array.ndim - 1 if array.flags.f_contiguous and not array.flags.c_contiguous else 0
+    step = max(1, _SLAB_VOXELS // max(1, array.size // max(1, array.shape[axis])))
+    for start in range(0, array.shape[axis], step):
+        index = [slice(None)] * array.ndim
+        index[axis] = slice(start, start + step)
+        yield array[tuple(index)]
 
 
 def check_image(

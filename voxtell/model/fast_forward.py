@@ -72,6 +72,10 @@ def supported(network: nn.Module) -> bool:
     return all(_block_ops(b) is not None for b in blocks)
 
 
+def _triple(v: int | Sequence[int]) -> tuple[int, ...]:
+    return tuple(int(i) for i in v) if isinstance(v, (tuple, list)) else (int(v),) * 3
+
+
 def _slope(act: nn.Module | None) -> float | None:
     if act is None:
         return None
@@ -133,16 +137,24 @@ def _slab_rows(x: Tensor) -> int:
 def conv_same_(x: Tensor, weight: Tensor, bias: Tensor | None, add: Tensor | None = None) -> Tensor:
     """``x <- conv3d(x, weight, bias, stride 1, same padding) [+ add]``, written into ``x``.
 
-    Needs as many output as input channels and odd kernels. The first axis is processed in
-    slabs that read ``x`` directly; a slab's output is written back only after the next
-    slab has been computed (which reads its last rows), so at most two output slabs are
-    held besides ``x``.
+    Needs as many output as input channels and odd kernels.
     """
     if weight.shape[0] != x.shape[1] or weight.shape[1] != x.shape[1]:
         raise ValueError(f"conv_same_ needs a square weight, got {tuple(weight.shape)} for {x.shape[1]} channels")
+    return conv_slabs(x, weight, bias, x, add)
+
+
+def conv_slabs(x: Tensor, weight: Tensor, bias: Tensor | None, out: Tensor, add: Tensor | None = None) -> Tensor:
+    """``out <- conv3d(x, weight, bias, stride 1, same padding) [+ add]``; ``out`` may be ``x``.
+
+    The first axis is processed in slabs that read ``x`` directly; a slab's output is
+    written only after the next slab has been computed (which reads its last rows), so at
+    most two output slabs are held besides ``x`` and ``out``. Writing into a channels-last
+    ``out`` also gives channels-last results where oneDNN would not (one input channel).
+    """
     r0, r1, r2 = (k // 2 for k in weight.shape[2:])
     depth = x.shape[2]
-    step = max(_slab_rows(x), r0)
+    step = max(_slab_rows(out), r0)
     pending: tuple[int, int, Tensor] | None = None  # an output slab not yet written back
     for a in range(0, depth, step):
         b = min(a + step, depth)
@@ -150,15 +162,15 @@ def conv_same_(x: Tensor, weight: Tensor, bias: Tensor | None, add: Tensor | Non
         window = x[:, :, lo:hi]
         if lo > a - r0 or hi < b + r0:  # at the volume's ends: zero rows, as the padding would be
             window = F.pad(window, (0, 0, 0, 0, lo - (a - r0), b + r0 - hi))
-        out = F.conv3d(window, weight, bias, padding=(0, r1, r2))
+        result = F.conv3d(window, weight, bias, padding=(0, r1, r2))
         if add is not None:
-            out += add[:, :, a:b]
+            result += add[:, :, a:b]
         if pending is not None:
-            x[:, :, pending[0]:pending[1]] = pending[2]
-        pending = (a, b, out)
+            out[:, :, pending[0]:pending[1]] = pending[2]
+        pending = (a, b, result)
     if pending is not None:
-        x[:, :, pending[0]:pending[1]] = pending[2]
-    return x
+        out[:, :, pending[0]:pending[1]] = pending[2]
+    return out
 
 
 def conv_transpose_into(x: Tensor, convt: nn.ConvTranspose3d, out: Tensor) -> Tensor:
@@ -176,9 +188,8 @@ def conv_transpose_into(x: Tensor, convt: nn.ConvTranspose3d, out: Tensor) -> Te
 
 def avg_pool(x: Tensor, pool: nn.AvgPool3d) -> Tensor:
     """Average pooling; 2x2x2/stride 2 as a sum of eight strided views (same summation order)."""
-    k = pool.kernel_size if isinstance(pool.kernel_size, tuple) else (pool.kernel_size,) * 3
-    s = pool.stride if isinstance(pool.stride, tuple) else (pool.stride,) * 3
-    if k != (2, 2, 2) or s != (2, 2, 2) or any(d % 2 for d in x.shape[2:]) or pool.padding not in (0, (0, 0, 0)):
+    k, s = _triple(pool.kernel_size), _triple(pool.stride)
+    if k != (2, 2, 2) or s != (2, 2, 2) or any(d % 2 for d in x.shape[2:]) or _triple(pool.padding) != (0, 0, 0):
         return pool(x)
     _, c, d, h, w = x.shape
     v = x.permute(0, 2, 3, 4, 1).view(1, d // 2, 2, h // 2, 2, w // 2, 2, c)
@@ -190,7 +201,36 @@ def avg_pool(x: Tensor, pool: nn.AvgPool3d) -> Tensor:
 
 
 def _conv(x: Tensor, conv: nn.Conv3d) -> Tensor:
-    return F.conv3d(x, conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+    """A convolution with a channels-last result."""
+    if x.shape[1] == 1 and _same_geometry(conv):  # the stem: oneDNN answers one channel in NCDHW
+        return _single_channel_conv(x, conv.weight, conv.bias)
+    y = F.conv3d(x, conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+    return y if y.is_contiguous(memory_format=CL) else y.contiguous(memory_format=CL)
+
+
+def _single_channel_conv(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """Same-padded convolution of a one-channel patch as slabs of (voxels, taps) @ (taps, out).
+
+    The product's rows are channels-last output rows, so no layout change follows; as fast
+    as oneDNN's own (NCDHW) convolution, which would then need a transposing copy.
+    """
+    c_out, k = weight.shape[0], weight.shape[2:]
+    r = [v // 2 for v in k]
+    _, _, d, h, w = x.shape
+    out = torch.empty((1, c_out, d, h, w), dtype=x.dtype, memory_format=CL)
+    flat = _rows(out)
+    padded = F.pad(x, (r[2], r[2], r[1], r[1], r[0], r[0]))[0, 0]
+    taps = weight.reshape(c_out, -1).t().contiguous()
+    step = max(1, _SLAB_BYTES // (h * w * math.prod(k) * x.element_size()))
+    for a in range(0, d, step):
+        b = min(a + step, d)
+        cols = padded[a:b + 2 * r[0]].unfold(0, k[0], 1).unfold(1, k[1], 1).unfold(2, k[2], 1)
+        rows = flat[a * h * w:b * h * w]
+        if bias is None:
+            torch.mm(cols.reshape(-1, taps.shape[0]), taps, out=rows)
+        else:
+            torch.addmm(bias, cols.reshape(-1, taps.shape[0]), taps, out=rows)
+    return out
 
 
 def _block(block: nn.Module, x: Tensor, in_place: bool = False) -> Tensor:
@@ -203,23 +243,50 @@ def _block(block: nn.Module, x: Tensor, in_place: bool = False) -> Tensor:
     return norm_act_(y, norm, _slope(act))
 
 
-def _is_same(conv: nn.Conv3d, x: Tensor, in_channels: int | None = None) -> bool:
-    """Whether ``conv`` (reading ``in_channels``, default all of its inputs) can run in place on ``x``."""
-    c_in = conv.in_channels if in_channels is None else in_channels
-    return (c_in == conv.out_channels == x.shape[1] and tuple(conv.stride) == (1, 1, 1)
-            and conv.groups == 1 and tuple(conv.dilation) == (1, 1, 1)
+def _same_geometry(conv: nn.Conv3d) -> bool:
+    """Stride 1, odd kernel, same padding: the output grid is the input grid."""
+    return (tuple(conv.stride) == (1, 1, 1) and conv.groups == 1 and tuple(conv.dilation) == (1, 1, 1)
             and tuple(conv.padding) == tuple(k // 2 for k in conv.kernel_size)
             and all(k % 2 for k in conv.kernel_size))
 
 
+def _is_same(conv: nn.Conv3d, x: Tensor, in_channels: int | None = None) -> bool:
+    """Whether ``conv`` (reading ``in_channels``, default all of its inputs) can run in place on ``x``."""
+    c_in = conv.in_channels if in_channels is None else in_channels
+    return c_in == conv.out_channels == x.shape[1] and _same_geometry(conv)
+
+
+def _pooled_projection(skip: nn.Sequential, x: Tensor) -> Tensor | None:
+    """ResNet-D skip ``norm(conv1x1(avgpool_k(x)))`` as one stride-k convolution, or None.
+
+    Both maps are linear, so the pair is a k x k x k convolution whose taps are the 1x1
+    weight / k^3: one oneDNN call instead of a pooling pass (slow on channels-last).
+    """
+    if len(skip) != 2 or not isinstance(skip[0], nn.AvgPool3d):
+        return None
+    pool, ops = skip[0], _block_ops(skip[1])
+    k, st = _triple(pool.kernel_size), _triple(pool.stride)
+    if ops is None or k != st or _triple(pool.padding) != (0, 0, 0) or pool.ceil_mode:
+        return None
+    conv, norm, act = ops
+    if tuple(conv.kernel_size) != (1, 1, 1) or tuple(conv.stride) != (1, 1, 1) or conv.groups != 1:
+        return None
+    weight = (conv.weight / math.prod(k)).expand(-1, -1, *k).contiguous()
+    y = F.conv3d(x, weight, conv.bias, stride=tuple(k))
+    y = y if y.is_contiguous(memory_format=CL) else y.contiguous(memory_format=CL)
+    return norm_act_(y, norm, _slope(act))
+
+
 def _residual_block(blk: nn.Module, x: Tensor) -> Tensor:
     """BasicBlockD: act(norm2(conv2(act(norm1(conv1(x))))) + skip(x)); ``x`` is left intact."""
+    residual = x
     if isinstance(blk.skip, nn.Sequential):
-        residual = x
-        for op in blk.skip:
-            residual = avg_pool(residual, op) if isinstance(op, nn.AvgPool3d) else _block(op, residual)
-    else:
-        residual = x
+        fused = _pooled_projection(blk.skip, x)
+        if fused is not None:
+            residual = fused
+        else:
+            for op in blk.skip:
+                residual = avg_pool(residual, op) if isinstance(op, nn.AvgPool3d) else _block(op, residual)
     h = _block(blk.conv1, x)
     conv2, norm2, _ = _block_ops(blk.conv2)  # type: ignore[misc]
     h = conv_same_(h, conv2.weight, conv2.bias) if _is_same(conv2, h) else _conv(h, conv2)
