@@ -17,6 +17,8 @@ import numpy as np
 
 DATA = Path(__file__).parent / "data"
 MIRP_CT = DATA / "mirp_sts_001" / "CT" / "dicom" / "image"
+#: 48x48x12 crop of the MIRP STS_001 T1 MR made by ``crop_series`` (tests/data/PROVENANCE.md).
+MIRP_MR_CROP = DATA / "mirp_sts_001" / "MR_T1_crop"
 
 
 def _sorted_by_position(files: list[Path]) -> list[Any]:
@@ -37,6 +39,7 @@ def crop_series(
     rows: tuple[int, int] = (0, 64),
     cols: tuple[int, int] = (20, 84),
     slices: tuple[int, int] = (20, 32),
+    prefix: str = "CT",
 ) -> list[Path]:
     """Write slices ``slices`` of ``src``, cropped to ``rows`` x ``cols``, into ``out``; files in slice order."""
     out.mkdir(parents=True, exist_ok=True)
@@ -50,7 +53,7 @@ def crop_series(
         ds.ImagePositionPatient = [f"{v:.6f}" for v in ipp]
         ds.Rows, ds.Columns = arr.shape
         ds.PixelData = np.ascontiguousarray(arr).tobytes()
-        path = out / f"CT{k:03d}.dcm"
+        path = out / f"{prefix}{k:03d}.dcm"
         ds.save_as(path, enforce_file_format=True)
         files.append(path)
     return files

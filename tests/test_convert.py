@@ -188,3 +188,17 @@ def test_pet_already_in_suv_units_is_labelled_so(tmp_path: Path) -> None:
     write_dicom_series(volume, (4.0, 4.0, 3.0), tmp_path / "pet", modality="PT", pet=pet, rescale_slope=0.01)
     result = convert_study(tmp_path / "pet", tmp_path / "out", policy=_pt_only())
     assert json.loads(result.series_json_path.read_text())["units"] == "SUVbw (g/ml)"
+
+
+def test_real_mr_crop_converts_as_its_headers_say(tmp_path: Path) -> None:
+    """MIRP STS_001 T1 MR (no rescale tags): stored values and geometry kept exactly."""
+    from realdicom import MIRP_MR_CROP
+
+    result = convert_study(MIRP_MR_CROP, tmp_path / "out")
+    files = sorted(MIRP_MR_CROP.glob("*.dcm"))
+    ref_affine, ref_data = _canonical(header_image(files))
+    got_affine, got_data = _canonical(nib.load(result.image_path))
+    assert result.modality == "MR" and result.shape == (48, 48, 12)
+    np.testing.assert_allclose(got_affine, ref_affine, atol=1e-3)
+    np.testing.assert_array_equal(got_data, ref_data)
+    assert json.loads(result.series_json_path.read_text())["units"] == "scanner units"

@@ -1,6 +1,6 @@
 """Property-based fuzzing of DICOM and NIfTI headers (issue 19): typed error or correct result.
 
-DICOM: a crop of the real planning CT in tests/data (see realdicom.py) gets one to three
+DICOM: a crop of the real planning CT or T1 MR in tests/data (see realdicom.py) gets one to three
 header elements set to hostile values (zero, negative, absurd, missing, not a number, a wrong VR)
 in every file or in one file. ``convert_study`` must then either raise a ``VoxTellError``
 (a status row) or write an image whose HU and geometry equal an independent computation
@@ -26,14 +26,14 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
 from voxtell.errors import VoxTellError
 from voxtell.io.convert import convert_study
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from realdicom import crop_series, header_image, set_element  # noqa: E402
+from realdicom import MIRP_MR_CROP, crop_series, header_image, set_element  # noqa: E402
 
 QUICK = settings(max_examples=100, derandomize=True, database=None, deadline=None, suppress_health_check=list(HealthCheck))
 LONG = settings(max_examples=400, derandomize=True, database=None, deadline=None, suppress_health_check=list(HealthCheck))
@@ -96,8 +96,10 @@ def _check_dicom_mutation(template: Path, mutations) -> None:
             assume(False)
         try:
             result = convert_study(study, work / "out")
-        except VoxTellError:
+        except VoxTellError as exc:
+            event(f"typed error: {type(exc).__name__}")
             return  # typed: becomes a status row
+        event("converted" + (" with warnings" if result.warnings else ""))
         _assert_matches_headers(result, study)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -132,21 +134,25 @@ def _assert_matches_headers(result, study: Path) -> None:
     np.testing.assert_allclose(data, want, atol=0.5)
 
 
-@QUICK
-@given(mutations=st.lists(dicom_mutations(), min_size=1, max_size=3))
-def test_fuzz_dicom_headers_typed_error_or_correct_result(real_crop: Path, mutations) -> None:
+def _template(real_crop: Path, which: str) -> Path:
+    if which == "MR":
+        return MIRP_MR_CROP
     if not real_crop.exists():
         crop_series(real_crop)
-    _check_dicom_mutation(real_crop, mutations)
+    return real_crop
+
+
+@QUICK
+@given(which=st.sampled_from(["CT", "MR"]), mutations=st.lists(dicom_mutations(), min_size=1, max_size=3))
+def test_fuzz_dicom_headers_typed_error_or_correct_result(real_crop: Path, which: str, mutations) -> None:
+    _check_dicom_mutation(_template(real_crop, which), mutations)
 
 
 @pytest.mark.slow
 @LONG
-@given(mutations=st.lists(dicom_mutations(), min_size=1, max_size=3))
-def test_fuzz_dicom_headers_long(real_crop: Path, mutations) -> None:
-    if not real_crop.exists():
-        crop_series(real_crop)
-    _check_dicom_mutation(real_crop, mutations)
+@given(which=st.sampled_from(["CT", "MR"]), mutations=st.lists(dicom_mutations(), min_size=1, max_size=3))
+def test_fuzz_dicom_headers_long(real_crop: Path, which: str, mutations) -> None:
+    _check_dicom_mutation(_template(real_crop, which), mutations)
 
 
 # ----------------------------------------------------------------------------- NIfTI

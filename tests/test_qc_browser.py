@@ -243,6 +243,11 @@ def test_demo_cohort_through_the_stages_in_chromium(tmp_path_factory, browser):
     assert sorted(p.name for p in (work / "cohort" / "qc").iterdir()) == [f"{s.study_id}.html" for s in demo.studies]
 
     b = browser
+    for domain in ("Runtime.enable", "Page.enable"):
+        b.page(domain)
+    b.page("Emulation.setDeviceMetricsOverride",
+           {"width": SCREEN[0], "height": SCREEN[1], "deviceScaleFactor": 1, "mobile": False})
+    b.events.clear()
     b.page("Page.navigate", {"url": (work / "cohort" / "qc.html").resolve().as_uri()})
     b.wait_for("Page.loadEventFired")
     rows = b.js("""Array.from(document.querySelectorAll('#review tbody tr')).map(r => ({

@@ -113,14 +113,11 @@ def test_bad_studies_cost_no_good_study_and_are_named(tmp_path):
     assert miss.loc["convert", "status"] == "failed" and "nowhere.nii.gz" in miss.loc["convert", "message"]
     assert (miss.loc[["segment", "stats"], "status"] == "skipped").all()
     assert "nowhere.nii.gz" in miss.loc["segment", "message"]
-    # the reference on another grid: named, either as the study's stats failure or on its rows
+    # the reference on another grid costs its prompt's Dice, not the study's rows: named on the row
     ref_rows = stats[stats.study_id == "badref01"]
-    named_in_status = failed("badref01")
-    assert len(named_in_status) or len(ref_rows) == len(FIXED)
-    if len(named_in_status):
-        assert named_in_status.iloc[0].stage == "stats" and "grid" in named_in_status.iloc[0].message.lower()
-    else:
-        assert any("reference" in w.lower() for ws in ref_rows.warnings for w in ws)
+    assert len(ref_rows) == len(FIXED) and not len(failed("badref01"))
+    liver = ref_rows[ref_rows.prompt == "liver"].iloc[0]
+    assert pd.isna(liver.dice) and any("reference not used" in w and "grid" in w.lower() for w in liver.warnings)
     assert "missing01, convert:" in text  # named in the run summary
 
     # a mask deleted after the run is redone by the next run, and only that study

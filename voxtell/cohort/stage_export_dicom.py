@@ -11,12 +11,13 @@ import logging
 import os
 from pathlib import Path
 
+from voxtell.cohort import layout
 from voxtell.cohort import status as st
 
 log = logging.getLogger(__name__)
 
 STAGE = "export_dicom"
-STATUS_NAME = "status.json"
+STATUS_NAME = layout.STATUS
 
 
 def run_export_dicom(study_id: str, segment_dir: str | os.PathLike, dicom: str | None,

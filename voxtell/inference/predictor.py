@@ -51,6 +51,7 @@ import torch
 
 import voxtell
 from voxtell.errors import VoxTellError
+from voxtell.cohort.layout import MANIFEST  # the results layout owns the file name
 from voxtell.inference.backends import BACKENDS, PRECISIONS, Backend, TorchBackend, check_precision, resolve_device
 from voxtell.inference.errors import InferenceConfigError, PromptError
 from voxtell.inference.preprocessing import ImageLike, PreprocessState, preprocess, restore
@@ -61,8 +62,6 @@ from voxtell.model.folder import RELEASED_TEXT_ENCODER
 from voxtell.prompts import normalize_prompt, prompt_id
 
 log = logging.getLogger(__name__)
-
-MANIFEST = "manifest.json"
 
 
 @dataclass(frozen=True)

@@ -153,7 +153,8 @@ class Series:
         """How messages name the series: number and description, never a patient identifier."""
         number = self.first.series_number
         desc = self.first.series_description.strip()
-        return f"series {number if number is not None else '?'} '{desc}'" if desc else f"series {number if number is not None else '?'}"
+        name = f"series {number if number is not None else '?'}"
+        return f"{name} '{desc}'" if desc else name
 
 
 @dataclass
@@ -430,7 +431,9 @@ class _Fields:
             return ""
 
     def uid(self, keyword: str) -> str:
-        """A UID, or "" (as if blank) when it holds bytes no UID can: control characters, spaces, a second value."""
+        """A UID, or "" (as if blank) when it holds what no UID can: a binary VR, control characters, spaces, a second value."""
+        if isinstance(self._value(keyword), bytes):
+            return ""
         text = self.text(keyword)
         if len(text) > 64 or not all(33 <= ord(c) <= 126 and c != "\\" for c in text):
             return ""

@@ -201,8 +201,10 @@ def _tie_warnings(policy: SelectionPolicy, chosen: Candidate, others: list[Candi
     if not tied:
         return []
     names = ", ".join(c.series.label for c in tied[:3])
+    rule = _explain(policy, chosen, tied[0])
+    how = "the last resort, which a re-export may change" if rule in ("series UID order", "tie") else "a rule that survives re-export"
     return [
         f"series tie: {len(tied) + 1} {chosen.modality} series have {chosen.n_slices} slices at "
-        f"{chosen.slice_spacing_mm} mm; chose {chosen.series.label} over {names} by "
-        f"{_explain(policy, chosen, tied[0])} (a rule that survives re-export); check that it is the intended one"
+        f"{chosen.slice_spacing_mm} mm; chose {chosen.series.label} over {names} by {rule} ({how}); "
+        "check that it is the intended one"
     ]

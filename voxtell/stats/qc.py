@@ -99,20 +99,24 @@ def _view_centre(view: str, idx: tuple[float, float, float], shape: tuple[int, i
 
 @dataclass(frozen=True)
 class StudyImage:
-    """An image in RAS order, ready to be shown: grey levels in [0, 1] and voxel sizes."""
+    """An image in RAS order (a view of the stored array, nothing copied), its voxel sizes
+    and display window; ``grey`` windows one slice at a time."""
 
-    grey: np.ndarray
+    data: np.ndarray
     spacing: np.ndarray
     modality: str
     window: tuple[float, float]
 
+    def grey(self, plane: np.ndarray) -> np.ndarray:
+        """Grey levels in [0, 1] of a 2-D slice (PET inverted: hot is dark)."""
+        lo, hi = self.window
+        out = np.clip((np.asarray(plane, dtype=np.float32) - lo) / (hi - lo), 0, 1)
+        return 1.0 - out if self.modality in ("PT", "PET", "NM") else out
+
 
 def study_image(data: np.ndarray, affine: np.ndarray, modality: str) -> StudyImage:
-    lo, hi = display_window(data, modality)
-    grey = np.clip((_to_ras(np.asarray(data, dtype=np.float32), affine) - lo) / (hi - lo), 0, 1)
-    if modality.upper() in ("PT", "PET", "NM"):
-        grey = 1.0 - grey
-    return StudyImage(grey, _ras_spacing(affine), modality.upper(), (lo, hi))
+    return StudyImage(_to_ras(np.asarray(data), affine), _ras_spacing(affine), modality.upper(),
+                      display_window(data, modality))
 
 
 def _outline(mask2d: np.ndarray, inside: bool, width: int = 2) -> tuple[np.ndarray, np.ndarray]:
@@ -161,12 +165,12 @@ def render_planes(
     from PIL import Image, ImageDraw
 
     idx = tuple(int(round(c)) for c in centre)
-    idx = tuple(min(max(v, 0), s - 1) for v, s in zip(idx, img.grey.shape))
+    idx = tuple(min(max(v, 0), s - 1) for v, s in zip(idx, img.data.shape))
     pictures = []
     for view in VIEWS:
-        grey = _view(img.grey, view, idx)
+        grey = img.grey(_view(img.data, view, idx))
         rows_mm, cols_mm = _view_spacing(img.spacing, view)
-        r0, c0 = _view_centre(view, centre, img.grey.shape)
+        r0, c0 = _view_centre(view, centre, img.data.shape)
         px = 2 * half_field_mm / panel_px  # mm per display pixel
         offsets = (np.arange(panel_px) - panel_px / 2 + 0.5) * px
         rr = np.round(r0 + offsets / rows_mm).astype(int)

@@ -249,15 +249,20 @@ def compute_study_stats(
     organs: dict[str, np.ndarray] = {}
     ref_cache: dict[Path, np.ndarray] = {}
 
+    ref_problems: dict[str, str] = {}  # prompt id -> why its reference was not used
+
     def measure(pid: str) -> dict[str, Any]:
         mask = load_on_grid(files[pid], grid, "mask", config.grid_atol_mm)
         ref = None
         spec = ref_map.lookup(pid) if ref_map is not None else None
         if spec is not None:
-            if spec.file not in ref_cache:
-                ref_cache[spec.file] = load_on_grid(spec.file, grid, "reference", config.grid_atol_mm)
-            data = ref_cache[spec.file]
-            ref = (data == spec.label) if spec.label is not None else data
+            try:  # a bad reference costs its prompt's Dice, never the study's rows
+                if spec.file not in ref_cache:
+                    ref_cache[spec.file] = load_on_grid(spec.file, grid, "reference", config.grid_atol_mm)
+                data = ref_cache[spec.file]
+                ref = (data == spec.label) if spec.label is not None else data
+            except InputError as exc:
+                ref_problems[pid] = f"reference not used ({type(exc).__name__}): {exc}"
         image_arr = grid.array if config.with_intensity else None
         out = mask_statistics(mask, grid.affine, image=image_arr, reference=ref, name=f"mask {files[pid].name}").as_dict()
         out.update(body_fraction=None, edge_fraction=None, midline_offset_mm=None, organ_prompt_id=None,
@@ -309,7 +314,7 @@ def compute_study_stats(
             **stats,
             "report_diameter_mm": rep,
             "diameter_ratio": (longest / rep) if (rep and longest is not None) else None,
-            "warnings": series_warnings + stage_warnings,
+            "warnings": series_warnings + stage_warnings + ([ref_problems[pid]] if pid in ref_problems else []),
         }
         row["qc_flags"] = row_flags(row, checks)
         row["needs_review"] = bool(row["qc_flags"])
