@@ -5,8 +5,9 @@ report is edited, the model is replaced). Inside the job, each study's marker ho
 fingerprint of everything its result depends on, and the size and modification time of
 every file the study produced; a study is skipped only if its fingerprint matches and each
 of those files is still there, unchanged. A mask deleted or edited after a run is therefore
-redone by the next run (``stale`` finds such studies when the workflow is planned, so the
-shard job runs at all). The marker is written last, after the study's outputs are in place.
+redone by the next run (``stale_studies`` finds such studies from the shard summary, which
+repeats each marker's stamps, when the workflow is planned, so that the shard job runs at
+all). The marker is written last, after the study's outputs are in place.
 """
 
 from __future__ import annotations
@@ -59,19 +60,18 @@ def _outputs_of(marker_path: Path, outputs: Iterable[str | os.PathLike]) -> dict
     return out
 
 
+def intact(folder: str | os.PathLike, outputs: Any) -> bool:
+    """True if every file of ``outputs`` (name relative to ``folder`` -> stamp) is unchanged."""
+    if not isinstance(outputs, dict):
+        return False
+    return all(file_stamp(Path(folder) / name) == stamp for name, stamp in outputs.items())
+
+
 def outputs_intact(marker_path: str | os.PathLike, marker: dict[str, Any] | None = None) -> bool:
     """True if every file the marker vouches for still has its recorded size and mtime."""
     marker_path = Path(marker_path)
     marker = marker if marker is not None else read_marker(marker_path)
-    if marker is None or not isinstance(marker.get("outputs"), dict):
-        return False
-    for name, stamp in marker["outputs"].items():
-        p = Path(name)
-        if not p.is_absolute():
-            p = marker_path.parent / p
-        if file_stamp(p) != stamp:
-            return False
-    return True
+    return marker is not None and intact(marker_path.parent, marker.get("outputs"))
 
 
 def is_current(path: str | os.PathLike, inputs: dict[str, Any]) -> bool:
@@ -101,15 +101,19 @@ def can_reuse(marker: str | os.PathLike, inputs: dict[str, Any], previous: dict[
     return data is not None and data.get("fingerprint") == fingerprint(inputs) and outputs_intact(marker, data)
 
 
-def stale(study_dirs: Iterable[str | os.PathLike]) -> list[str]:
-    """Study folders whose results no longer match their done marker (a file deleted or
-    changed since), or that lost their status record: their shard must run again."""
+def stale_studies(summary: dict[str, Any]) -> list[str]:
+    """Studies of a shard summary (``voxtell.cohort.shards``) whose results no longer match
+    what their done marker vouched for (a file deleted or changed since), or that lost their
+    status record: their shard must run again. Reads no marker: the summary repeats the stamps."""
     out = []
-    for d in study_dirs:
-        d = Path(d)
-        marker = d / MARKER
-        if not (d / STATUS).is_file():
-            out.append(str(d))
-        elif marker.is_file() and not outputs_intact(marker):
-            out.append(str(d))
+    for study, entry in (summary.get("studies") or {}).items():
+        folder = entry.get("dir") if isinstance(entry, dict) else None
+        if not folder:
+            continue
+        outputs = entry.get("outputs")
+        if outputs is None:
+            if not (Path(folder) / STATUS).is_file():
+                out.append(study)
+        elif not intact(folder, outputs):
+            out.append(study)
     return out

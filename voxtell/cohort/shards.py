@@ -11,10 +11,13 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from voxtell import __version__
 from voxtell.cohort import status as st
+from voxtell.cohort.layout import MARKER
+from voxtell.cohort.markers import read_marker
 from voxtell.io.atomic import write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -31,13 +34,22 @@ class ShardSummary:
     timings: dict[str, float] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def add(self, record: st.Record, reused: bool) -> None:
-        self.studies[record["study_id"]] = {
+    def add(self, record: st.Record, reused: bool, study_dir: str | os.PathLike | None = None) -> None:
+        """Record a study's outcome; with ``study_dir``, also where it is and the stamps its
+        done marker vouches for, so the workflow can tell from this one file whether the
+        study's results were changed since (``markers.stale_studies``)."""
+        entry: dict[str, Any] = {
             "status": record["status"],
             "reused": reused,
             "error_class": record["error_class"],
             "message": record["message"],
+            "n_warnings": len(record.get("warnings") or []),
         }
+        if study_dir is not None:
+            marker = read_marker(Path(study_dir) / MARKER)
+            entry["dir"] = str(study_dir)
+            entry["outputs"] = marker.get("outputs") if marker else None
+        self.studies[record["study_id"]] = entry
 
     def time(self, key: str, seconds: float) -> None:
         self.timings[key] = self.timings.get(key, 0.0) + seconds

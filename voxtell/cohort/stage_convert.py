@@ -163,11 +163,11 @@ def run_convert_shard(
                   "fingerprint": source_fingerprint(task.dicom or task.image), "settings": settings}
         previous = st.read(status_path)
         if markers.can_reuse(marker, inputs, previous):
-            summary.add(previous, reused=True)
+            summary.add(previous, reused=True, study_dir=out)
             continue
         marker.unlink(missing_ok=True)
         record = run_convert(task.study_id, out, dicom=task.dicom, image=task.image, **settings)
         if not st.is_unexpected(record):
             markers.write_marker(marker, inputs, _outputs(out, record))
-        summary.add(record, reused=False)
+        summary.add(record, reused=False, study_dir=out)
     return summary.write(summary_path)

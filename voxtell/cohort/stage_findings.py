@@ -93,7 +93,7 @@ def run_findings_shard(
         marker, status_path = out_dir / markers.MARKER_NAME, out_dir / STATUS_NAME
         previous = st.read(status_path)
         if markers.can_reuse(marker, inputs, previous):
-            summary.add(previous, reused=True)
+            summary.add(previous, reused=True, study_dir=out_dir)
             continue
         if cfg is None:
             cfg = findings_config(settings)
@@ -102,5 +102,5 @@ def run_findings_shard(
         st.write(status_path, record)
         if not st.is_unexpected(record):
             markers.write_marker(marker, inputs, [status_path, out_dir / FINDINGS_NAME])
-        summary.add(record, reused=False)
+        summary.add(record, reused=False, study_dir=out_dir)
     return summary.write(summary_path)

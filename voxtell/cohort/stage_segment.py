@@ -111,7 +111,7 @@ def run_segment_shard(
             marker.unlink(missing_ok=True)  # the marker vouches for a result; there is none now
             record = st.skipped(task.study_id, STAGE, conv)
             st.write(status_path, record)
-            summary.add(record, reused=False)
+            summary.add(record, reused=False, study_dir=out_dir)
             continue
         try:
             chosen = select_prompts(fixed_prompts, read_findings(task.findings), max_prompts)
@@ -119,7 +119,7 @@ def run_segment_shard(
             marker.unlink(missing_ok=True)
             record = st.study_error(task.study_id, STAGE, exc)
             st.write(status_path, record)
-            summary.add(record, reused=False)
+            summary.add(record, reused=False, study_dir=out_dir)
             continue
         prompts, warnings = chosen.prompts, chosen.warnings()
         if not prompts:
@@ -127,7 +127,7 @@ def run_segment_shard(
             record = st.skipped(task.study_id, STAGE, None,
                                 "no prompts: no fixed prompts are configured and the report has no affirmed findings")
             st.write(status_path, record)
-            summary.add(record, reused=False)
+            summary.add(record, reused=False, study_dir=out_dir)
             continue
         inputs = {
             "image_sha256": st.details(conv).get("image_sha256"),
@@ -137,7 +137,7 @@ def run_segment_shard(
         }
         previous = st.read(status_path)
         if markers.can_reuse(marker, inputs, previous):
-            summary.add(previous, reused=True)
+            summary.add(previous, reused=True, study_dir=out_dir)
             continue
         marker.unlink(missing_ok=True)
         # Outside the per-study try: a missing or damaged model or bank is the job's fault,
@@ -163,6 +163,6 @@ def run_segment_shard(
         st.write(status_path, record)
         if not st.is_unexpected(record):
             markers.write_marker(marker, inputs, outputs, model_sha256=model.sha256, config_hash=config_hash)
-        summary.add(record, reused=False)
+        summary.add(record, reused=False, study_dir=out_dir)
     summary.time("model_load_s", lazy.load_s)
     return summary.write(summary_path)

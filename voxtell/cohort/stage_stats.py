@@ -90,7 +90,7 @@ def run_stats_shard(
             marker.unlink(missing_ok=True)  # the marker vouches for a result; there is none now
             record = st.skipped(task.study_id, STAGE, seg, seg["message"])
             st.write(status_path, record)
-            summary.add(record, reused=False)
+            summary.add(record, reused=False, study_dir=out_dir)
             continue
         seg_marker = markers.read_marker(seg_dir / markers.MARKER_NAME) or {}
         inputs = {
@@ -105,7 +105,7 @@ def run_stats_shard(
         }
         previous = st.read(status_path)
         if markers.can_reuse(marker, inputs, previous):
-            summary.add(previous, reused=True)
+            summary.add(previous, reused=True, study_dir=out_dir)
             continue
         marker.unlink(missing_ok=True)
         try:
@@ -137,7 +137,7 @@ def run_stats_shard(
         if not st.is_unexpected(record):
             outputs = [status_path] + [out_dir / n for n in (STATS_NAME, QC_NAME) if (out_dir / n).is_file()]
             markers.write_marker(marker, inputs, outputs)
-        summary.add(record, reused=False)
+        summary.add(record, reused=False, study_dir=out_dir)
     return summary.write(summary_path)
 
 
