@@ -16,6 +16,7 @@ from voxtell.cohort import status as st
 from voxtell.cohort.errors import SamplesError
 from voxtell.cohort.layout import RESERVED_IDS, RESULTS, Layout, study_folders
 from voxtell.cohort.samples import load_samples, read_samples_rows
+from voxtell.cohort.shards import ShardSummary
 from voxtell.cohort.stage_convert import ConvertTask, run_convert_shard
 from voxtell.errors import InputError
 from voxtell.stats.status import read_status
@@ -95,18 +96,28 @@ def test_marker_vouches_for_its_files(tmp_path):
     inputs = {"image_sha256": "a"}
     markers.write_marker(out / "done.json", inputs, [status, mask])
     previous = st.read(status)
-    assert markers.can_reuse(out / "done.json", inputs, previous) and markers.stale([out]) == []
+
+    def stale() -> list[str]:  # what the workflow checks when it plans: the shard summary's copy of the stamps
+        summary = ShardSummary("segment", "000")
+        summary.add(previous, reused=True, study_dir=out)
+        return markers.stale_studies(summary.write(tmp_path / "summary.json"))
+
+    assert markers.can_reuse(out / "done.json", inputs, previous) and stale() == []
     assert not markers.can_reuse(out / "done.json", {"image_sha256": "b"}, previous)
+    data = json.loads((tmp_path / "summary.json").read_text())
     mask.write_bytes(b"edited!")  # changed size
-    assert not markers.can_reuse(out / "done.json", inputs, previous) and markers.stale([out]) == [str(out)]
+    assert not markers.can_reuse(out / "done.json", inputs, previous) and markers.stale_studies(data) == ["s1"]
     mask.write_bytes(b"mask")
     os.utime(mask, ns=(1, 1))  # same size, other mtime: also a change
-    assert not markers.can_reuse(out / "done.json", inputs, previous)
+    assert not markers.can_reuse(out / "done.json", inputs, previous) and markers.stale_studies(data) == ["s1"]
     markers.write_marker(out / "done.json", inputs, [status, mask])
+    assert stale() == []
     mask.unlink()
-    assert not markers.can_reuse(out / "done.json", inputs, previous) and markers.stale([out]) == [str(out)]
+    assert not markers.can_reuse(out / "done.json", inputs, previous) and stale() == ["s1"]
+    (out / "done.json").unlink()  # no marker (a skipped study): only its status record is vouched for
+    assert stale() == []
     status.unlink()
-    assert markers.stale([out]) == [str(out)]
+    assert stale() == ["s1"]
     with pytest.raises(FileNotFoundError):
         markers.write_marker(out / "done.json", inputs, [mask])
 

@@ -362,3 +362,85 @@ def test_decode_consume_features_releases_skips(tiny_net: VoxTellNetwork, tiny_i
         out = tiny_net.decode(consumed, text, deep_supervision=False, consume_features=True)
     assert all(f is None for f in consumed)
     torch.testing.assert_close(out, reference, rtol=0, atol=0)
+
+
+# ---------------------------------------------------------------------------- fast CPU inference
+def _wide_net() -> VoxTellNetwork:
+    """Released architecture at small size, wide enough (16 channels) to take fast_forward."""
+    config = get_preset("tiny").replace(patch_size=(64, 64, 64), features_per_stage=(16, 16, 24, 32, 32, 32),
+                                        deep_supervision=True)
+    torch.manual_seed(0)
+    net = VoxTellNetwork(config).eval()
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            if p.ndim > 1:
+                p.normal_(0, (2.0 / p[0].numel()) ** 0.5)
+            elif "norm" not in name:
+                p.normal_(0, 0.05)
+    return net
+
+
+def test_fast_inference_equals_module_forward() -> None:
+    """fast_forward (channels-last, in place, folded attention) vs the plain modules, released format."""
+    net = _wide_net()
+    assert net._fast_supported
+    image = torch.randn(2, 1, 64, 64, 64)
+    text = torch.randn(2, 3, 1, net.config.text_embedding_dim)
+    with torch.inference_mode():
+        fast = net(image, text)
+        features = net.encode(image[:1])
+        assert all(f.is_contiguous(memory_format=torch.channels_last_3d) for f in features)
+        net.fast_inference = False
+        plain = net(image, text)
+    for a, b in zip(fast, plain):  # float rounding only (summation order)
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)
+    agree = ((fast[0] > 0) == (plain[0] > 0)).float().mean().item()
+    assert agree >= 0.999
+    assert 0.01 < (plain[0] > 0).float().mean().item() < 0.99  # masks are not trivially empty or full
+
+
+def test_fast_decode_consumes_features_and_keeps_them_otherwise() -> None:
+    net = _wide_net()
+    image = torch.randn(1, 1, 64, 64, 64)
+    text = torch.randn(1, 2, net.config.text_embedding_dim)
+    with torch.inference_mode():
+        kept = net.encode(image)
+        copies = [f.clone() for f in kept]
+        first = net.decode(kept, text, deep_supervision=False)
+        assert all(torch.equal(a, b) for a, b in zip(kept, copies))  # not overwritten
+        consumed = net.encode(image)
+        second = net.decode(consumed, text, deep_supervision=False, consume_features=True)
+    assert all(f is None for f in consumed)
+    torch.testing.assert_close(first, second, rtol=0, atol=0)
+
+
+def test_fast_primitives_match_torch() -> None:
+    from voxtell.model import fast_forward as ff
+
+    torch.manual_seed(1)
+    cl = torch.channels_last_3d
+    x = torch.randn(1, 8, 19, 7, 6).contiguous(memory_format=cl)
+    w, b = torch.randn(8, 8, 3, 3, 3), torch.randn(8)
+    ref = torch.nn.functional.conv3d(x, w, b, padding=1)
+    ff._SLAB_BYTES, saved = 8 * 7 * 6 * 4 * 4, ff._SLAB_BYTES  # four rows per slab: many slabs
+    try:
+        torch.testing.assert_close(ff.conv_same_(x.clone(memory_format=cl), w, b), ref, rtol=0, atol=1e-5)
+        one = torch.randn(1, 1, 11, 5, 4)
+        w1 = torch.randn(8, 1, 3, 3, 3)
+        torch.testing.assert_close(ff._single_channel_conv(one, w1, b), torch.nn.functional.conv3d(one, w1, b, padding=1),
+                                   rtol=0, atol=1e-5)
+    finally:
+        ff._SLAB_BYTES = saved
+    norm = torch.nn.InstanceNorm3d(8, affine=True)
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 2)
+        norm.bias.normal_()
+    y = x * 30 + 100  # a large mean: the two-pass statistics must not cancel
+    expected = torch.nn.functional.leaky_relu(norm(y.contiguous()), 0.01)
+    torch.testing.assert_close(ff.norm_act_(y.clone(memory_format=cl), norm, 0.01), expected, rtol=0, atol=1e-4)
+    mha = torch.nn.MultiheadAttention(32, 4).eval()
+    q, k, v = torch.randn(3, 2, 32), torch.randn(20, 2, 32), torch.randn(20, 2, 32)
+    from voxtell.model.network import folded_cross_attention
+    with torch.no_grad():
+        torch.testing.assert_close(folded_cross_attention(mha, q, k, v), mha(q, k, v, need_weights=False)[0],
+                                   rtol=0, atol=1e-5)

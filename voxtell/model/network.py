@@ -99,6 +99,32 @@ def _mlp(n_in: int, n_hidden: int, n_out: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(n_in, n_hidden), nn.GELU(), nn.Linear(n_hidden, n_out))
 
 
+def folded_cross_attention(mha: nn.MultiheadAttention, queries: Tensor, keys: Tensor, values: Tensor) -> Tensor:
+    """``mha(queries, keys, values)`` (eval mode, no masks) without projecting the tokens.
+
+    Per head h, ``q_h . (W_kh k_j + b_kh) = (W_kh^T q_h) . k_j + q_h . b_kh`` and, since the
+    attention weights a_j sum to 1, ``sum_j a_j (W_vh v_j + b_vh) = W_vh (sum_j a_j v_j) + b_vh``.
+    So the cost is P x heads x S x Q instead of 2 x S x Q^2 for the key and value
+    projections: ~170 GFLOP less per 192^3 patch for a few prompts (S = 1728, Q = 2048).
+    """
+    p, b, q = queries.shape
+    h = mha.num_heads
+    dh = q // h
+    w_q, w_k, w_v = mha.in_proj_weight.chunk(3)
+    b_q, b_k, b_v = mha.in_proj_bias.chunk(3) if mha.in_proj_bias is not None else (None, None, None)
+    query = F.linear(queries, w_q, b_q).view(p, b, h, dh) * dh ** -0.5
+    folded = torch.einsum("pbhd,hdq->bhpq", query, w_k.view(h, dh, q))
+    scores = torch.bmm(folded.reshape(b, h * p, q), keys.permute(1, 2, 0)).view(b, h, p, -1)
+    if b_k is not None:
+        scores = scores + torch.einsum("pbhd,hd->bhp", query, b_k.view(h, dh))[..., None]
+    weights = torch.softmax(scores, dim=-1)
+    pooled = torch.bmm(weights.view(b, h * p, -1), values.transpose(0, 1)).view(b, h, p, q)
+    heads = torch.einsum("bhpq,hdq->pbhd", pooled, w_v.view(h, dh, q))
+    if b_v is not None:
+        heads = heads + b_v.view(h, dh)
+    return mha.out_proj(heads.reshape(p, b, q))
+
+
 class PromptDecoderLayer(nn.Module):
     """Pre-norm DETR decoder layer without self-attention.
 
@@ -119,9 +145,16 @@ class PromptDecoderLayer(nn.Module):
         self.dropout2 = nn.Dropout(dropout)
         self.dropout3 = nn.Dropout(dropout)
 
-    def forward(self, queries: Tensor, keys: Tensor, values: Tensor) -> Tensor:
-        """queries (P, B, Q); keys = tokens + pos and values = tokens, (S, B, Q)."""
-        attended = self.multihead_attn(self.norm2(queries), keys, values, need_weights=False)[0]
+    def forward(self, queries: Tensor, keys: Tensor, values: Tensor, fold: bool = False) -> Tensor:
+        """queries (P, B, Q); keys = tokens + pos and values = tokens, (S, B, Q).
+
+        ``fold`` (inference): evaluate the attention with the key and value projections
+        folded into the few queries (``folded_cross_attention``).
+        """
+        if fold:
+            attended = folded_cross_attention(self.multihead_attn, self.norm2(queries), keys, values)
+        else:
+            attended = self.multihead_attn(self.norm2(queries), keys, values, need_weights=False)[0]
         queries = queries + self.dropout2(attended)
         hidden = self.dropout(F.relu(self.linear1(self.norm3(queries))))
         return queries + self.dropout3(self.linear2(hidden))
@@ -136,10 +169,10 @@ class PromptDecoder(nn.Module):
             PromptDecoderLayer(d_model, nhead, dim_feedforward, dropout) for _ in range(num_layers))
         self.norm = nn.LayerNorm(d_model)
 
-    def forward(self, queries: Tensor, tokens: Tensor, pos: Tensor) -> Tensor:
+    def forward(self, queries: Tensor, tokens: Tensor, pos: Tensor, fold: bool = False) -> Tensor:
         keys = tokens + pos
         for layer in self.layers:
-            queries = layer(queries, keys, tokens)
+            queries = layer(queries, keys, tokens, fold)
         return self.norm(queries)
 
 
@@ -284,7 +317,10 @@ class VoxTellNetwork(nn.Module):
         memory = self.project_bottleneck_embed(tokens.permute(0, 3, 4, 2, 1))  # (B, a1, a2, a0, Q)
         memory = memory.reshape(b, -1, memory.shape[-1]).transpose(0, 1)  # (S, B, Q)
         queries = self.project_text_embed(text.transpose(0, 1))  # (P, B, Q)
-        mask_embedding = self.transformer_decoder(queries, memory, self.pos_embed).transpose(0, 1)  # (B, P, Q)
+        # Folding the attention pays while prompts are few compared with the query width.
+        fold = (not torch.is_grad_enabled() and not self.training and not torch.jit.is_tracing()
+                and not torch.onnx.is_in_onnx_export() and queries.shape[0] * 8 < self.config.query_dim)
+        mask_embedding = self.transformer_decoder(queries, memory, self.pos_embed, fold).transpose(0, 1)  # (B, P, Q)
         return [proj(mask_embedding) for proj in self.project_to_decoder_channels]
 
     # ------------------------------------------------------------------ internals

@@ -124,22 +124,17 @@ def read_manifest(mask_dir: str | Path) -> dict[str, Any]:
 
 
 def load_findings(path: str | Path) -> dict[str, dict[str, Any]]:
-    """Findings JSONL keyed by ``finding_id``."""
+    """Findings JSONL keyed by ``finding_id`` (read by the one findings reader)."""
+    from voxtell.reports.output import read_findings_jsonl
+
     p = Path(path)
     if not p.is_file():
         raise InputError(f"findings file {p} does not exist; run the findings stage or drop --findings")
     out: dict[str, dict[str, Any]] = {}
-    with p.open(encoding="utf-8") as fh:
-        for n, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"{p} line {n} is not JSON ({exc}); regenerate the findings file") from exc
-            if not isinstance(obj, dict) or "finding_id" not in obj:
-                raise InputError(f"{p} line {n} has no 'finding_id'")
-            out[str(obj["finding_id"])] = obj
+    for n, obj in enumerate(read_findings_jsonl(p), start=1):
+        if "finding_id" not in obj:
+            raise InputError(f"{p}: finding {n} has no 'finding_id'; regenerate the findings file")
+        out[str(obj["finding_id"])] = obj
     return out
 
 

@@ -16,7 +16,7 @@ rule aggregate_cohort:
         findings=report(L.cohort("findings"), caption="../report/findings.rst", category="Tables"),
     params:
         studies=aggregate_studies,
-        stages=["convert", "findings", "segment", "stats"] if USE_FINDINGS else ["convert", "segment", "stats"],
+        stages=[s for s in STAGES if USE_FINDINGS or s != "findings"],
         patterns=aggregate_patterns,
         out_dir=subpath(output.stats, parent=True),
         results=subpath(output.stats, ancestor=2),

@@ -4,6 +4,7 @@
 # Snakemake). Every path comes from voxtell.cohort.layout (L below), never spelled out.
 
 import functools
+import json
 import os
 import sys
 
@@ -16,7 +17,8 @@ from snakemake.utils import validate
 from voxtell import __version__ as PIPELINE_VERSION
 from voxtell.cohort import assign_shards, config_hash, validate_samples
 from voxtell.cohort.layout import RESULTS as L
-from voxtell.cohort.markers import stale
+from voxtell.cohort.layout import STAGES
+from voxtell.cohort.markers import stale_studies
 from voxtell.cohort.prompts import fixed_prompts
 from voxtell.cohort.samples import STUDY_WILDCARD, read_samples_rows
 from voxtell.errors import VoxTellError
@@ -114,15 +116,19 @@ def age_stale_shards():
     set to the epoch: older than its inputs, so Snakemake runs the shard again (mtime rerun
     trigger) and, through it, every job downstream; inside the job only those studies are
     redone. Runs while the Snakefile is read (Snakemake looks at file times before it calls
-    input functions) and only for shards that have finished (a file stat per output)."""
+    input functions) and only for shards that have finished: one summary read and a file
+    stat per vouched-for output."""
     if not os.path.exists(config["samples"]):
         return
-    for stage in ("convert", "findings", "segment", "stats"):
-        for shard, members in shards().items():
+    for stage in STAGES:
+        for shard in shards():
             summary = L.shard_summary(stage, shard)
-            if not os.path.exists(summary):
-                continue
-            bad = stale(L.study_dir(stage, s) for s in members)
+            try:
+                with open(summary, encoding="utf-8") as fh:
+                    data = json.load(fh)
+            except (OSError, ValueError):
+                continue  # not run yet (or damaged: its job reruns anyway)
+            bad = stale_studies(data)
             if bad:
                 logger.warning(f"{stage} shard {shard}: results of {len(bad)} study(ies) changed since the run "
                                f"(e.g. {bad[0]}); the shard runs again and redoes them")
