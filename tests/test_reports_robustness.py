@@ -229,3 +229,13 @@ def test_jsonl_contract_and_cli(tmp_path):
     assert not list(out.parent.glob(".*partial*"))  # atomic write leaves no temporary file
     write_findings_jsonl(extract_findings(TEXT, "X"), tmp_path / "again.jsonl")
     assert json.loads((tmp_path / "again.jsonl").read_text().splitlines()[0])["finding_id"].startswith("X-f")
+
+
+def test_a_stray_nul_in_utf8_text_is_read_as_text(tmp_path):
+    # a NUL or two in a text export is damage, not a binary file: read it, never a prompt with NUL
+    path = tmp_path / "stray.txt"
+    path.write_bytes(b"FINDINGS: There is a 2 cm mass\x00 in the right kidney. No ascites.\n")
+    text = read_report(path)
+    findings = extract_findings(text, "S")
+    _check_offsets(text, findings)
+    assert findings and all("\x00" not in f.prompt for f in findings)

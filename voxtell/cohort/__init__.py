@@ -7,7 +7,7 @@ stable hash, collect the cohort's prompts, and run each stage over a shard of st
 per-study done markers, so that a rerun redoes only studies whose inputs, model or
 prompts changed. A bad study becomes a status record; infrastructure errors propagate.
 
-Heavy stage modules (torch, spaCy) are imported inside the stage functions only.
+Heavy stage modules (torch, pydicom, highdicom) are imported inside the stage functions only.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from voxtell.io.atomic import write_json_atomic
 log = logging.getLogger(__name__)
 
 #: Packages whose versions go into ``versions.json`` (nf-core style software manifest).
-TOOLS = ("torch", "onnxruntime", "nibabel", "pydicom", "dcm2niix", "spacy", "scispacy", "pyarrow", "snakemake",
+TOOLS = ("torch", "onnxruntime", "nibabel", "pydicom", "dcm2niix", "highdicom", "pyarrow", "snakemake",
          "numpy", "transformers")
 
 

@@ -1,7 +1,7 @@
 """Findings stage, one shard of studies: report -> ``findings.jsonl`` per study.
 
-The scispaCy pipeline is built once per shard job (building it costs far more than
-parsing a report). A study without a report gets an empty findings file (it is still
+The findings pipeline (vocabulary matcher, sentence splitter) is built once per shard job
+and reused for every report. A study without a report gets an empty findings file (it is still
 segmented with the fixed prompts); an unreadable or empty report is a ``failed`` status
 row, and its empty findings file lets the study go on with the fixed prompts.
 """

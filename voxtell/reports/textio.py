@@ -74,6 +74,10 @@ def detect_encoding(data: bytes) -> tuple[str, int]:
             return "utf-16-le", 0
         if even > 0.6 and odd < 0.1:
             return "utf-16-be", 0
+        if head.count(0) / n <= _MAX_CONTROL_SHARE:
+            # a few stray NULs in 8-bit text: decoded as such; the control-character share
+            # of the decoded text (``_refuse_binary``) still decides whether it is text
+            return "utf-8", 0
         raise BinaryReportError("contains NUL bytes in no Unicode text pattern: it is a binary file, not report text")
     return "utf-8", 0
 
